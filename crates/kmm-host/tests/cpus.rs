@@ -1,0 +1,150 @@
+//! API tests of `HostCpus`: threads bind to CPU slots, preemption keeps a
+//! thread on its CPU, and `kmm_percpu` guards stay exclusive across threads.
+
+use std::sync::Barrier;
+use std::thread;
+
+use kmm_host::{HostCpus, HostError};
+use kmm_percpu::{CpuContext, PerCpu};
+
+/// Checks the calling thread's state on `cpus`: current CPU, binding, preemption count.
+fn check(cpus: &HostCpus, cpu: usize, bound: Option<usize>, preempt: usize) {
+    assert_eq!(
+        (cpus.current_cpu(), cpus.bound_cpu(), cpus.preempt_count()),
+        (cpu, bound, preempt)
+    );
+}
+
+#[test]
+fn an_unbound_thread_runs_as_cpu_0() {
+    let cpus = HostCpus::new(4);
+    assert_eq!(cpus.nr_cpus(), 4);
+    check(&cpus, 0, None, 0);
+    assert_eq!(HostCpus::new(0).nr_cpus(), 1);
+}
+
+#[test]
+fn binding_moves_the_thread_until_dropped() {
+    let cpus = HostCpus::new(4);
+    let binding = cpus.bind(3).unwrap();
+    assert_eq!(binding.cpu(), 3);
+    check(&cpus, 3, Some(3), 0);
+    drop(binding);
+    check(&cpus, 0, None, 0);
+}
+
+#[test]
+fn bad_bindings_are_refused_and_change_nothing() {
+    let cpus = HostCpus::new(2);
+    assert!(matches!(
+        cpus.bind(2),
+        Err(HostError::CpuOutOfRange { cpu: 2, nr_cpus: 2 })
+    ));
+    check(&cpus, 0, None, 0);
+    let _on = cpus.bind(1).unwrap();
+    assert!(matches!(
+        cpus.bind(0),
+        Err(HostError::AlreadyBound { cpu: 1 })
+    ));
+    check(&cpus, 1, Some(1), 0);
+}
+
+#[test]
+fn a_thread_with_preemption_disabled_cannot_move() {
+    let cpus = HostCpus::new(2);
+    let v = PerCpu::new(2, |cpu| cpu);
+    let guard = v.get_cpu_var(&cpus);
+    assert!(matches!(
+        cpus.bind(1),
+        Err(HostError::PreemptDisabled { cpu: 1, count: 1 })
+    ));
+    check(&cpus, 0, None, 1);
+    drop(guard);
+    let binding = cpus.bind(1).unwrap();
+    // Unbinding while holding CPU 1's copy waits until the copy is released.
+    let guard = v.get_cpu_var(&cpus);
+    drop(binding);
+    check(&cpus, 1, None, 1);
+    assert_eq!(*guard, 1);
+    drop(guard);
+    check(&cpus, 0, None, 0);
+}
+
+#[test]
+fn unmatched_preempt_enable_leaves_the_counter_at_zero() {
+    let cpus = HostCpus::new(1);
+    cpus.preempt_enable();
+    check(&cpus, 0, None, 0);
+}
+
+#[test]
+fn two_bound_threads_see_different_cpus() {
+    let cpus = HostCpus::new(2);
+    let both_bound = Barrier::new(2);
+    let seen: Vec<usize> = thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|cpu| {
+                let (cpus, both_bound) = (&cpus, &both_bound);
+                s.spawn(move || {
+                    let _on = cpus.bind(cpu).unwrap();
+                    both_bound.wait();
+                    // Both threads are bound now; each still sees its own CPU.
+                    let seen = cpus.current_cpu();
+                    both_bound.wait();
+                    seen
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(seen, [0, 1]);
+    // The binding and preemption state of the spawned threads did not leak into this one.
+    check(&cpus, 0, None, 0);
+}
+
+#[test]
+fn preemption_is_counted_per_thread() {
+    let cpus = HostCpus::new(2);
+    cpus.preempt_disable();
+    thread::scope(|s| {
+        s.spawn(|| {
+            assert_eq!(cpus.preempt_count(), 0);
+            let _on = cpus.bind(1).unwrap();
+        });
+    });
+    check(&cpus, 0, None, 1);
+    cpus.preempt_enable();
+}
+
+/// Iterations per thread.
+const ROUNDS: u64 = 200;
+
+/// A non-atomic read-modify-write through a guard; lost updates would show
+/// that two guards overlapped.
+fn slow_increment(v: &PerCpu<u64>, cpus: &HostCpus) {
+    let mut guard = v.get_cpu_var(cpus);
+    let seen = *guard;
+    thread::yield_now();
+    *guard = seen + 1;
+}
+
+#[test]
+fn get_cpu_var_keeps_each_cpu_slot_exclusive() {
+    let cpus = HostCpus::new(2);
+    let v = PerCpu::new(2, |_| 0u64);
+    // Two threads on CPU 1 and two on CPU 0 (one bound, one never bound).
+    thread::scope(|s| {
+        for cpu in [Some(1), Some(1), Some(0), None] {
+            let (cpus, v) = (&cpus, &v);
+            s.spawn(move || {
+                let _on = cpu.map(|cpu| cpus.bind(cpu).unwrap());
+                for _ in 0..ROUNDS {
+                    slow_increment(v, cpus);
+                }
+                assert_eq!(cpus.preempt_count(), 0);
+            });
+        }
+    });
+    assert_eq!(*v.per_cpu(0).unwrap(), 2 * ROUNDS);
+    assert_eq!(*v.per_cpu(1).unwrap(), 2 * ROUNDS);
+}

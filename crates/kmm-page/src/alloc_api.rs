@@ -1,0 +1,109 @@
+//! The `PageAllocator` seam and the errors of the page allocator.
+
+use kmm_gfp::Gfp;
+
+use crate::addr::Pfn;
+use crate::frame::PageFrame;
+use crate::phys::PhysMemory;
+
+/// Why a page allocation or free failed. Every error leaves the allocator
+/// exactly as it was.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PageError {
+    /// The order is above `MAX_PAGE_ORDER`.
+    #[error("order {order} is above MAX_PAGE_ORDER ({max})")]
+    OrderTooLarge {
+        /// The order asked for.
+        order: u32,
+        /// The largest order.
+        max: u32,
+    },
+    /// No free block of the order (or larger) exists in any allowed zone.
+    #[error("no free block of order {order} or larger")]
+    NoBlock {
+        /// The order asked for.
+        order: u32,
+    },
+    /// Every allowed zone is below the watermark this gfp must respect.
+    #[error("every allowed zone is below its {watermark} watermark for order {order}")]
+    BelowWatermark {
+        /// The order asked for.
+        order: u32,
+        /// The watermark that refused it (`min`, `low` or `high`).
+        watermark: &'static str,
+    },
+    /// The gfp's zone modifiers form an invalid combination (`GFP_ZONE_BAD`).
+    #[error("invalid zone modifier combination in gfp {0:#x}")]
+    BadGfpZone(u32),
+    /// A request for no pages (`alloc_pages_exact(0)`).
+    #[error("zero-sized request")]
+    ZeroSize,
+    /// The frame is outside the memory this allocator manages.
+    #[error("pfn {0} is outside managed memory")]
+    OutOfRange(Pfn),
+    /// The frame is reserved (never handed to the allocator).
+    #[error("pfn {0} is reserved, not managed by the allocator")]
+    Reserved(Pfn),
+    /// The block is not aligned to its order.
+    #[error("pfn {pfn} is not aligned to order {order}")]
+    Misaligned {
+        /// The frame.
+        pfn: Pfn,
+        /// The order.
+        order: u32,
+    },
+    /// The block is already free.
+    #[error("double free of pfn {0}")]
+    DoubleFree(Pfn),
+    /// The frame is not the head of an allocated block.
+    #[error("pfn {0} is not the start of an allocated block")]
+    NotAllocated(Pfn),
+    /// The block was allocated with another order.
+    #[error("pfn {pfn} was allocated with order {allocated}, freed with order {given}")]
+    WrongOrder {
+        /// The frame.
+        pfn: Pfn,
+        /// The order it was allocated with.
+        allocated: u32,
+        /// The order given to the free.
+        given: u32,
+    },
+    /// The frame has no kernel address: it is highmem, or no memory is behind it.
+    #[error("pfn {0} has no kernel address (highmem, or no memory behind it)")]
+    NoAddress(Pfn),
+    /// Some frames of the range handed to the allocator are already managed or outside the map.
+    #[error("frames {start}..{end} cannot be added: {why}")]
+    BadRange {
+        /// First frame.
+        start: Pfn,
+        /// One past the last frame.
+        end: Pfn,
+        /// Why.
+        why: &'static str,
+    },
+}
+
+/// A source of page frames: what the slab layer, vmalloc and highmem see of
+/// the page allocator (`alloc_pages`/`__free_pages`).
+///
+/// Implementations: the zoned allocator of `kmm-zone` (gfp, watermarks and
+/// zone fallback), a bare buddy behind a lock, and test doubles.
+///
+/// Contract: a successful `alloc_pages(gfp, order)` returns the first frame
+/// of `2^order` frames aligned to `2^order` that no other live allocation
+/// holds, with a reference count of 1 on the head; `free_pages` with the same
+/// pfn and order gives them back. Misuse (double free, wrong order, foreign
+/// frame) is a typed [`PageError`] and changes nothing.
+pub trait PageAllocator: Send + Sync {
+    /// Allocates `2^order` contiguous frames (`alloc_pages`).
+    fn alloc_pages(&self, gfp: Gfp, order: u32) -> Result<Pfn, PageError>;
+
+    /// Frees a block allocated with the same order (`__free_pages`).
+    fn free_pages(&self, pfn: Pfn, order: u32) -> Result<(), PageError>;
+
+    /// The frame metadata of `pfn` (`pfn_to_page`), `None` for frames it does not know.
+    fn pfn_to_page(&self, pfn: Pfn) -> Option<&PageFrame>;
+
+    /// The memory behind the frames (for `page_address` and `virt_to_page`).
+    fn phys_memory(&self) -> &dyn PhysMemory;
+}

@@ -1,0 +1,379 @@
+//! Tests of the `kmm-sim` binary: the worked example, the output contract, error handling,
+//! the REPL and the demo.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The scripts shipped with the crate.
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts")
+}
+
+/// A directory of its own for one test, removed afterwards.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(test: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("kmm-sim-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What one run of the binary printed.
+struct Run {
+    /// The exit code.
+    code: Option<i32>,
+    /// Standard output.
+    out: String,
+    /// Standard error.
+    err: String,
+}
+
+/// Runs `kmm-sim ARGS` in `dir` with `stdin` as standard input.
+fn kmm_sim_in(dir: &Path, args: &[&str], stdin: &str) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kmm-sim"))
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().unwrap();
+    Run {
+        code: status.code(),
+        out: String::from_utf8(stdout).unwrap(),
+        err: String::from_utf8(stderr).unwrap(),
+    }
+}
+
+/// Runs `kmm-sim ARGS` in the crate directory.
+fn kmm_sim(args: &[&str], stdin: &str) -> Run {
+    kmm_sim_in(Path::new(env!("CARGO_MANIFEST_DIR")), args, stdin)
+}
+
+/// Runs `script` from standard input with `run - FLAGS`.
+fn run_script(script: &str, flags: &[&str]) -> Run {
+    let mut args = vec!["run", "-"];
+    args.extend_from_slice(flags);
+    kmm_sim(&args, script)
+}
+
+/// The lines of `text` that start with `prefix`.
+fn lines_starting<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|line| line.starts_with(prefix))
+        .collect()
+}
+
+/// The value of `key=` in a result line.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|token| token.strip_prefix(key)?.strip_prefix('='))
+}
+
+#[test]
+fn the_worked_example_prints_the_expected_output() {
+    let script = scripts().join("worked-example.kmm");
+    let expected = std::fs::read_to_string(scripts().join("worked-example.out")).unwrap();
+    let run = kmm_sim(&["run", script.to_str().unwrap()], "");
+    assert_eq!(run.err, "");
+    assert_eq!(run.out, expected);
+    assert_eq!(run.code, Some(0));
+}
+
+#[test]
+fn every_allocation_line_starts_with_its_name() {
+    let script = "\
+boot mem=64M cpus=2
+alloc_pages A order=0
+alloc_pages Big order=5 gfp=GFP_KERNEL
+alloc_pages Dma order=1 gfp=GFP_DMA
+alloc_pages Mov order=2 gfp=GFP_HIGHUSER_MOVABLE
+alloc_pages At order=0 gfp=GFP_ATOMIC
+get_zeroed_page Z
+get_zeroed_page Zd gfp=GFP_DMA
+alloc_pages_exact X size=20000
+summary
+";
+    let run = run_script(script, &[]);
+    assert_eq!(run.err, "");
+    assert_eq!(run.code, Some(0));
+    let results: Vec<&str> = run
+        .out
+        .lines()
+        .filter(|line| line.contains("pfn="))
+        .collect();
+    let names = ["A", "Big", "Dma", "Mov", "At", "Z", "Zd", "X"];
+    assert_eq!(results.len(), names.len(), "{}", run.out);
+    for (line, name) in results.iter().zip(names) {
+        assert!(line.starts_with(&format!("{name}: pfn=")), "{line}");
+        let pfn: usize = field(line, "pfn").unwrap().parse().unwrap();
+        let zone = field(line, "zone").unwrap();
+        assert!(["DMA", "DMA32"].contains(&zone), "{line}");
+        // ZONE_DMA is the first 16 MiB: frames below 4096.
+        assert_eq!(zone == "DMA", pfn < 4096, "{line}");
+        if name == "X" {
+            // 20000 bytes are 5 pages.
+            assert_eq!(field(line, "pages"), Some("5"), "{line}");
+        } else {
+            let order: u32 = field(line, "order").unwrap().parse().unwrap();
+            assert_eq!(
+                pfn % (1 << order),
+                0,
+                "blocks are aligned to their order: {line}"
+            );
+        }
+    }
+    for line in lines_starting(&run.out, "Dma:")
+        .iter()
+        .chain(&lines_starting(&run.out, "Zd:"))
+    {
+        assert_eq!(field(line, "zone"), Some("DMA"), "{line}");
+    }
+    assert_eq!(
+        field(lines_starting(&run.out, "Big:")[0], "order"),
+        Some("5")
+    );
+}
+
+#[test]
+fn an_unknown_gfp_name_stops_the_script() {
+    let script = "boot pages=16\nalloc_pages A order=0\nalloc_pages B order=0 gfp=GFP_BOGUS\nalloc_pages C order=0\n";
+    let run = run_script(script, &[]);
+    assert_eq!(run.code, Some(1));
+    assert!(run.err.starts_with("error: line 3: "), "{}", run.err);
+    assert!(run.err.contains("GFP_BOGUS"), "{}", run.err);
+    assert_eq!(run.err.lines().count(), 1);
+    assert_eq!(lines_starting(&run.out, "A:").len(), 1);
+    assert!(
+        lines_starting(&run.out, "C:").is_empty(),
+        "the script went on: {}",
+        run.out
+    );
+}
+
+#[test]
+fn keep_going_runs_the_rest_and_exits_1() {
+    let script = "boot pages=16\nalloc_pages A order=0 gfp=NOT_A_GFP\nkmalloc B 100\nalloc_pages C order=0\nfrobnicate\n";
+    let run = run_script(script, &["--keep-going"]);
+    assert_eq!(run.code, Some(1));
+    let errors: Vec<&str> = run.err.lines().collect();
+    assert_eq!(errors.len(), 3, "{}", run.err);
+    assert!(errors[0].starts_with("error: line 2: "), "{}", errors[0]);
+    assert_eq!(errors[1], "error: line 3: 'kmalloc' is not available yet");
+    assert_eq!(
+        errors[2],
+        "error: line 5: unknown command 'frobnicate' (try 'help')"
+    );
+    assert!(lines_starting(&run.out, "A:").is_empty());
+    assert_eq!(lines_starting(&run.out, "C:").len(), 1);
+}
+
+#[test]
+fn a_double_free_is_refused_and_changes_nothing() {
+    let script = "\
+boot pages=16 free=0-3
+alloc_pages A order=0
+alloc_pages B order=0
+free_pages A
+cat /proc/buddyinfo
+free_pages pfn=0 order=0
+cat /proc/buddyinfo
+free_pages A
+cat /proc/buddyinfo
+";
+    let run = run_script(script, &["--keep-going"]);
+    assert_eq!(run.code, Some(1));
+    let errors: Vec<&str> = run.err.lines().collect();
+    assert_eq!(errors.len(), 2, "{}", run.err);
+    assert!(errors[0].starts_with("error: line 6: "), "{}", errors[0]);
+    assert_eq!(errors[1], "error: line 8: no live allocation named 'A'");
+    let buddyinfo = lines_starting(&run.out, "Node 0, zone");
+    assert_eq!(buddyinfo.len(), 3);
+    assert_eq!(buddyinfo[0], buddyinfo[1]);
+    assert_eq!(buddyinfo[0], buddyinfo[2]);
+}
+
+#[test]
+fn names_are_unique_while_live() {
+    let script = "\
+boot pages=16
+alloc_pages A order=1
+alloc_pages A order=0
+free_pages A
+alloc_pages A order=0
+alloc_pages_exact E size=8192
+free_pages E
+free_pages_exact A
+free_pages_exact E
+alloc_pages E order=0
+";
+    let run = run_script(script, &["--keep-going"]);
+    assert_eq!(run.code, Some(1));
+    assert_eq!(
+        run.err,
+        "error: line 3: name 'A' is in use: free it first or choose another name\n\
+         error: line 7: 'E' came from alloc_pages_exact: free it with free_pages_exact\n\
+         error: line 8: 'A' came from alloc_pages: free it with free_pages\n"
+    );
+    assert_eq!(lines_starting(&run.out, "A:").len(), 2);
+    assert_eq!(lines_starting(&run.out, "E:").len(), 2);
+}
+
+#[test]
+fn commands_need_a_machine() {
+    let run = run_script("# nothing booted\ncat /proc/buddyinfo\n", &[]);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.err.starts_with("error: line 2: no machine yet"),
+        "{}",
+        run.err
+    );
+}
+
+#[test]
+fn bad_values_and_unknown_files_are_errors() {
+    let script = "boot pages=16\nalloc_pages A order=x\ncat /proc/nonsense\ncpu 99\nalloc_pages B order=11\nboot mem=64M pages=3\n";
+    let run = run_script(script, &["--keep-going"]);
+    assert_eq!(run.code, Some(1));
+    let errors: Vec<&str> = run.err.lines().collect();
+    assert_eq!(errors.len(), 5, "{}", run.err);
+    assert_eq!(
+        errors[0],
+        "error: line 2: bad value 'x' for order=: expected a number"
+    );
+    assert_eq!(errors[1], "error: line 3: no such file: /proc/nonsense");
+    assert!(errors[2].starts_with("error: line 4: "));
+    assert!(errors[3].starts_with("error: line 5: "));
+    assert_eq!(
+        errors[4],
+        "error: line 6: 'boot': mem= and pages= exclude each other"
+    );
+}
+
+#[test]
+fn booting_again_replaces_the_machine() {
+    let run = run_script(
+        "boot pages=16\nalloc_pages A order=0\nboot pages=8\nalloc_pages A order=0\nsummary\n",
+        &[],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.err);
+    let boots = lines_starting(&run.out, "boot:");
+    assert_eq!(boots.len(), 2);
+    assert_eq!(field(boots[1], "pages"), Some("8"));
+    let summary = lines_starting(&run.out, "summary:")[0];
+    assert_eq!(field(summary, "pages"), Some("8"));
+    assert_eq!(field(summary, "allocated"), Some("1"));
+}
+
+#[test]
+fn the_repl_reports_errors_and_goes_on() {
+    let run = kmm_sim(
+        &["repl"],
+        "boot pages=16\nalloc_pages A order=9\nalloc_pages B order=0\nquit\nalloc_pages C order=0\n",
+    );
+    assert_eq!(run.code, Some(1));
+    assert!(run.err.starts_with("error: line 2: "), "{}", run.err);
+    assert!(!run.out.contains("kmm>"), "no prompt without a terminal");
+    assert_eq!(lines_starting(&run.out, "B:").len(), 1);
+    assert!(
+        lines_starting(&run.out, "C:").is_empty(),
+        "quit ends the session"
+    );
+}
+
+#[test]
+fn picture_flag_writes_an_svg() {
+    let dir = TempDir::new("picture");
+    let script = dir.0.join("s.kmm");
+    std::fs::write(
+        &script,
+        "boot pages=16 free=5,10,12-15\nalloc_pages A order=1\n",
+    )
+    .unwrap();
+    let run = kmm_sim_in(&dir.0, &["run", "s.kmm", "--picture", "toy.svg"], "");
+    assert_eq!(run.code, Some(0), "{}", run.err);
+    assert!(
+        run.out
+            .contains("wrote picture toy.svg: 16 frames, 16 cells of 1 frame"),
+        "{}",
+        run.out
+    );
+    let svg = std::fs::read_to_string(dir.0.join("toy.svg")).unwrap();
+    assert!(svg.starts_with("<svg "));
+    assert!(svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches(r#"<rect class="cell allocated""#).count(), 2);
+    assert!(svg.contains("Normal: pfn 0–15"));
+}
+
+#[test]
+fn the_demo_runs_and_draws_its_picture() {
+    let dir = TempDir::new("demo");
+    let run = kmm_sim_in(&dir.0, &[], "");
+    assert_eq!(run.err, "");
+    assert_eq!(run.code, Some(0));
+    assert!(
+        run.out.contains("wrote picture kmm-demo.svg"),
+        "{}",
+        run.out
+    );
+    let svg = std::fs::read_to_string(dir.0.join("kmm-demo.svg")).unwrap();
+    assert!(svg.contains("DMA32: pfn"));
+    // The second machine is 32-bit, with HighMem, and GFP_HIGHUSER lands there.
+    assert_eq!(
+        field(lines_starting(&run.out, "U:")[0], "zone"),
+        Some("HighMem")
+    );
+    assert!(
+        run.out.contains("HighTotal:"),
+        "meminfo of the HighMem machine"
+    );
+    assert_eq!(lines_starting(&run.out, "summary:").len(), 2);
+    assert!(
+        run.out
+            .contains("Free pages count per migrate type at order")
+    );
+}
+
+#[test]
+fn version_and_help_work() {
+    let run = kmm_sim(&["--version"], "");
+    assert_eq!(run.code, Some(0));
+    assert_eq!(
+        run.out.trim(),
+        format!("kmm-sim {}", env!("CARGO_PKG_VERSION"))
+    );
+    let run = kmm_sim(&["--help"], "");
+    assert_eq!(run.code, Some(0));
+    for word in ["run", "repl", "demo"] {
+        assert!(run.out.contains(word), "{word}: {}", run.out);
+    }
+    let run = kmm_sim(&["run", "/no/such/script.kmm"], "");
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.err
+            .starts_with("error: cannot read /no/such/script.kmm"),
+        "{}",
+        run.err
+    );
+}

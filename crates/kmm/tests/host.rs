@@ -1,0 +1,64 @@
+//! The facade over real host memory: pages handed out are real memory, and
+//! `get_zeroed_page` really zeroes.
+
+#![cfg(feature = "std")]
+
+use std::sync::Arc;
+
+use kmm::{
+    Backing, GFP_KERNEL, MachineConfig, MachineLayout, MemoryManager, MemorySpec, PAGE_SIZE, Pfn,
+};
+use kmm_host::HostMemory;
+
+fn machine() -> (Arc<HostMemory>, MemoryManager) {
+    let layout = MachineLayout::x86_64(32 << 20);
+    let host = Arc::new(HostMemory::new(&layout.present_ranges(), layout.lowmem_end()).unwrap());
+    let mm = MemoryManager::boot(MachineConfig {
+        memory: MemorySpec::Size(32 << 20),
+        backing: Backing::Custom(host.clone()),
+        ..MachineConfig::default()
+    })
+    .unwrap();
+    (host, mm)
+}
+
+fn read(host: &HostMemory, pfn: Pfn) -> Vec<u8> {
+    let mut bytes = vec![0xffu8; PAGE_SIZE];
+    // SAFETY: the test owns the frame (allocated to it and not freed), and no
+    // reference to its bytes exists while pread fills `bytes`.
+    unsafe { host.read_frame(pfn, 0, &mut bytes) }.unwrap();
+    bytes
+}
+
+#[test]
+fn get_zeroed_page_really_zeroes_a_dirty_page() {
+    let (host, mm) = machine();
+    let pfn = mm.alloc_pages(GFP_KERNEL, 0).unwrap();
+    // SAFETY: the frame was just allocated to this test; no reference to its
+    // bytes exists.
+    unsafe { host.write_frame(pfn, 0, &[0xa5; PAGE_SIZE]) }.unwrap();
+    assert!(read(&host, pfn).iter().all(|&b| b == 0xa5));
+    mm.free_pages(pfn, 0).unwrap();
+    let z = mm.get_zeroed_page(GFP_KERNEL).unwrap();
+    assert_eq!(z, pfn, "the per-CPU list hands back the page just freed");
+    assert!(read(&host, z).iter().all(|&b| b == 0));
+}
+
+#[test]
+fn the_direct_map_is_the_memory_behind_the_frames() {
+    let (host, mm) = machine();
+    let addr = mm.pages().get_free_pages(GFP_KERNEL, 1).unwrap();
+    let pfn = mm
+        .pages()
+        .phys()
+        .virt_to_pfn(addr.as_ptr() as usize)
+        .unwrap();
+    // SAFETY: the two pages were allocated to this test, and the direct map
+    // makes them valid for 2 * PAGE_SIZE bytes.
+    let bytes = unsafe { core::slice::from_raw_parts_mut(addr.as_ptr(), 2 * PAGE_SIZE) };
+    bytes[..PAGE_SIZE].fill(1);
+    bytes[PAGE_SIZE..].fill(2);
+    assert!(read(&host, pfn).iter().all(|&b| b == 1));
+    assert!(read(&host, Pfn(pfn.0 + 1)).iter().all(|&b| b == 2));
+    mm.pages().free_pages_addr(addr, 1).unwrap();
+}
