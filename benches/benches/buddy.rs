@@ -1,5 +1,6 @@
 //! Buddy benches: order-0 pairs with and without per-CPU lists, and mixed
-//! orders 0–4 churn on `EagerBuddy`, `LazyBuddy` and `buddy_system_allocator`.
+//! orders 0–4 churn (steady random churn and bursts over a standing live set)
+//! on `EagerBuddy`, `LazyBuddy` and `buddy_system_allocator`.
 
 use std::hint::black_box;
 
@@ -103,5 +104,62 @@ fn mixed_churn(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, order0_pair, mixed_churn);
+/// Blocks allocated and freed per burst.
+const BURST: usize = 64;
+
+/// One burst: allocate `BURST` blocks of random orders 0–4 on top of the
+/// standing live set, then free them in a random order. This is the pattern
+/// lazy coalescing is for: an eager buddy merges the freed blocks back and
+/// splits them again for the next burst.
+fn burst_kmm<B: BuddyBackend>(b: &mut B, burst: &mut Vec<(Pfn, u32)>, rng: &mut Rng) {
+    for _ in 0..BURST {
+        let order = rng.below(5) as u32;
+        burst.push((b.alloc(order, MigrateType::Unmovable).unwrap(), order));
+    }
+    while !burst.is_empty() {
+        let (p, o) = burst.swap_remove(rng.below(burst.len()));
+        b.free(p, o).unwrap();
+    }
+}
+
+fn burst_churn(c: &mut Criterion) {
+    let mut g = c.benchmark_group("buddy/burst_churn");
+    let mut eager = bare_buddy::<EagerBuddy>();
+    let mut rng = Rng::new();
+    let _standing = prefill_kmm(&mut eager, &mut rng);
+    let mut burst = Vec::with_capacity(BURST);
+    g.bench_function("eager", |b| {
+        b.iter(|| burst_kmm(&mut eager, &mut burst, &mut rng))
+    });
+
+    let mut lazy = bare_buddy::<LazyBuddy>();
+    let mut rng = Rng::new();
+    let _standing = prefill_kmm(&mut lazy, &mut rng);
+    g.bench_function("lazy", |b| {
+        b.iter(|| burst_kmm(&mut lazy, &mut burst, &mut rng))
+    });
+
+    let mut peer = FrameAllocator::<11>::new();
+    peer.add_frame(0, FRAMES);
+    let mut rng = Rng::new();
+    let _standing: Vec<usize> = (0..LIVE)
+        .map(|_| peer.alloc(1 << rng.below(5)).unwrap())
+        .collect();
+    let mut burst: Vec<(usize, usize)> = Vec::with_capacity(BURST);
+    g.bench_function("buddy_system_allocator", |b| {
+        b.iter(|| {
+            for _ in 0..BURST {
+                let n = 1 << rng.below(5);
+                burst.push((peer.alloc(n).unwrap(), n));
+            }
+            while !burst.is_empty() {
+                let (p, n) = burst.swap_remove(rng.below(burst.len()));
+                peer.dealloc(p, n);
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, order0_pair, mixed_churn, burst_churn);
 criterion_main!(benches);

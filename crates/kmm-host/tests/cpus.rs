@@ -53,7 +53,7 @@ fn bad_bindings_are_refused_and_change_nothing() {
 fn a_thread_with_preemption_disabled_cannot_move() {
     let cpus = HostCpus::new(2);
     let v = PerCpu::new(2, |cpu| cpu);
-    let guard = v.get_cpu_var(&cpus);
+    let guard = v.get_cpu_var(&cpus).unwrap();
     assert!(matches!(
         cpus.bind(1),
         Err(HostError::PreemptDisabled { cpu: 1, count: 1 })
@@ -62,7 +62,7 @@ fn a_thread_with_preemption_disabled_cannot_move() {
     drop(guard);
     let binding = cpus.bind(1).unwrap();
     // Unbinding while holding CPU 1's copy waits until the copy is released.
-    let guard = v.get_cpu_var(&cpus);
+    let guard = v.get_cpu_var(&cpus).unwrap();
     drop(binding);
     check(&cpus, 1, None, 1);
     assert_eq!(*guard, 1);
@@ -122,7 +122,7 @@ const ROUNDS: u64 = 200;
 /// A non-atomic read-modify-write through a guard; lost updates would show
 /// that two guards overlapped.
 fn slow_increment(v: &PerCpu<u64>, cpus: &HostCpus) {
-    let mut guard = v.get_cpu_var(cpus);
+    let mut guard = v.get_cpu_var(cpus).unwrap();
     let seen = *guard;
     thread::yield_now();
     *guard = seen + 1;

@@ -71,6 +71,9 @@ pub enum PageError {
     /// The frame has no kernel address: it is highmem, or no memory is behind it.
     #[error("pfn {0} has no kernel address (highmem, or no memory behind it)")]
     NoAddress(Pfn),
+    /// No memory is behind any frame (a `NoMemory` machine), so no address exists.
+    #[error("the frames have no memory behind them, so they have no addresses")]
+    NoBackingMemory,
     /// Some frames of the range handed to the allocator are already managed or outside the map.
     #[error("frames {start}..{end} cannot be added: {why}")]
     BadRange {

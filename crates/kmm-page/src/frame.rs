@@ -253,13 +253,17 @@ impl PageFrame {
     /// nothing and returns 0 when the count is already 0.
     #[inline]
     pub fn put_ref(&self) -> i32 {
-        match self
-            .refcount
-            .fetch_update(Relaxed, Relaxed, |c| (c > 0).then(|| c - 1))
-        {
-            Ok(c) => c - 1,
-            Err(_) => 0,
+        let mut c = self.refcount.load(Relaxed);
+        while c > 0 {
+            match self
+                .refcount
+                .compare_exchange_weak(c, c - 1, Relaxed, Relaxed)
+            {
+                Ok(_) => return c - 1,
+                Err(now) => c = now,
+            }
         }
+        0
     }
 
     /// The map count (`page_mapcount`: `_mapcount + 1`).

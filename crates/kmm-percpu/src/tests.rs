@@ -48,7 +48,7 @@ fn set_current_out_of_range_is_refused_and_changes_nothing() {
 fn set_current_while_preemption_is_disabled_is_refused() {
     let ctx = FixedCpu::new(2);
     let v = PerCpu::new(2, |cpu| cpu);
-    let guard = v.get_cpu_var(&ctx);
+    let guard = v.get_cpu_var(&ctx).unwrap();
     assert_eq!(
         ctx.set_current(1),
         Err(PerCpuError::PreemptDisabled { cpu: 1, count: 1 })
@@ -76,10 +76,10 @@ fn nested_guards_keep_the_preempt_counter_balanced() {
     let a = PerCpu::new(2, |_| 0u32);
     let b = PerCpu::new(2, |_| 0u64);
     {
-        let mut ga = a.get_cpu_var(&ctx);
+        let mut ga = a.get_cpu_var(&ctx).unwrap();
         check_cpu(&ctx, 1, 1);
         {
-            let mut gb = b.get_cpu_var(&ctx);
+            let mut gb = b.get_cpu_var(&ctx).unwrap();
             check_cpu(&ctx, 1, 2);
             let p = PreemptGuard::new(&ctx);
             assert_eq!(p.cpu(), 1);
@@ -102,7 +102,7 @@ fn nested_guards_keep_the_preempt_counter_balanced() {
 fn try_get_cpu_var_reports_a_held_copy_and_restores_preemption() {
     let ctx = FixedCpu::new(2);
     let v = PerCpu::new(2, |cpu| cpu * 10);
-    let mut held = v.get_cpu_var(&ctx);
+    let mut held = v.get_cpu_var(&ctx).unwrap();
     *held += 1;
     assert_eq!(
         v.try_get_cpu_var(&ctx).unwrap_err(),
@@ -129,6 +129,35 @@ fn try_get_cpu_var_on_a_cpu_without_a_copy_is_an_error() {
     );
     check_cpu(&ctx, 2, 0);
     assert_eq!(values(&v), [0, 1]);
+}
+
+#[test]
+fn get_cpu_var_on_a_cpu_without_a_copy_is_an_error_and_changes_nothing() {
+    // The context has more CPUs than the `PerCpu` has copies.
+    let ctx = FixedCpu::new(4);
+    ctx.set_current(3).unwrap();
+    let v = PerCpu::new(2, |cpu| cpu as u32 + 100);
+    let out_of_range = PerCpuError::CpuOutOfRange { cpu: 3, nr_cpus: 2 };
+    assert_eq!(v.get_cpu_var(&ctx).unwrap_err(), out_of_range);
+    check_cpu(&ctx, 3, 0);
+    assert_eq!(v.this_cpu_add(&ctx, 5), Err(out_of_range));
+    check_cpu(&ctx, 3, 0);
+    assert_eq!(values(&v), [100, 101]);
+    // Every other `this_cpu_*` helper is refused the same way.
+    assert_eq!(v.this_cpu_add_return(&ctx, 5), Err(out_of_range));
+    assert_eq!(v.this_cpu_sub(&ctx, 5), Err(out_of_range));
+    assert_eq!(v.this_cpu_inc(&ctx), Err(out_of_range));
+    assert_eq!(v.this_cpu_dec(&ctx), Err(out_of_range));
+    assert_eq!(v.this_cpu_read(&ctx), Err(out_of_range));
+    assert_eq!(v.this_cpu_write(&ctx, 7), Err(out_of_range));
+    assert_eq!(v.this_cpu_xchg(&ctx, 7), Err(out_of_range));
+    check_cpu(&ctx, 3, 0);
+    assert_eq!(values(&v), [100, 101]);
+    // A CPU that has a copy still works after the refusals.
+    ctx.set_current(1).unwrap();
+    assert_eq!(v.this_cpu_add_return(&ctx, 5), Ok(106));
+    check_cpu(&ctx, 1, 0);
+    assert_eq!(values(&v), [100, 106]);
 }
 
 #[test]
@@ -171,15 +200,15 @@ fn this_cpu_helpers_touch_only_this_cpu() {
     let ctx = FixedCpu::new(3);
     let v = PerCpu::new(3, |_| 0u32);
     ctx.set_current(1).unwrap();
-    v.this_cpu_inc(&ctx);
-    v.this_cpu_add(&ctx, 10);
-    assert_eq!(v.this_cpu_add_return(&ctx, 5), 16);
-    v.this_cpu_sub(&ctx, 4);
-    v.this_cpu_dec(&ctx);
-    assert_eq!(v.this_cpu_read(&ctx), 11);
+    v.this_cpu_inc(&ctx).unwrap();
+    v.this_cpu_add(&ctx, 10).unwrap();
+    assert_eq!(v.this_cpu_add_return(&ctx, 5).unwrap(), 16);
+    v.this_cpu_sub(&ctx, 4).unwrap();
+    v.this_cpu_dec(&ctx).unwrap();
+    assert_eq!(v.this_cpu_read(&ctx).unwrap(), 11);
     ctx.set_current(2).unwrap();
-    v.this_cpu_write(&ctx, 7);
-    assert_eq!(v.this_cpu_xchg(&ctx, 9), 7);
+    v.this_cpu_write(&ctx, 7).unwrap();
+    assert_eq!(v.this_cpu_xchg(&ctx, 9).unwrap(), 7);
     check_cpu(&ctx, 2, 0);
     assert_eq!(values(&v), [0, 11, 9]);
     assert_eq!(v.sum(), 20);
@@ -189,14 +218,14 @@ fn this_cpu_helpers_touch_only_this_cpu() {
 fn counters_wrap_instead_of_overflowing() {
     let ctx = FixedCpu::new(2);
     let v = PerCpu::new(2, |_| u8::MAX);
-    v.this_cpu_inc(&ctx);
+    v.this_cpu_inc(&ctx).unwrap();
     assert_eq!(values(&v), [0, u8::MAX]);
     assert_eq!(v.sum(), u8::MAX);
     // Signed deltas: one CPU counts up, another down, and they sum to the total.
     let d = PerCpu::new(2, |_| 0i8);
-    d.this_cpu_sub(&ctx, 5);
+    d.this_cpu_sub(&ctx, 5).unwrap();
     ctx.set_current(1).unwrap();
-    d.this_cpu_add(&ctx, 8);
+    d.this_cpu_add(&ctx, 8).unwrap();
     assert_eq!(values(&d), [-5, 8]);
     assert_eq!(d.sum(), 3);
 }
@@ -226,7 +255,7 @@ fn debug_output_shows_the_copies() {
     let ctx = FixedCpu::new(2);
     let v = PerCpu::new(2, |cpu| cpu + 1);
     assert_eq!(format!("{v:?}"), "[1, 2]");
-    let g = v.get_cpu_var(&ctx);
+    let g = v.get_cpu_var(&ctx).unwrap();
     assert_eq!(format!("{g:?}"), "CpuVarGuard { cpu: 0, value: 1 }");
     assert_eq!(
         format!("{:?}", v.per_cpu(1).unwrap()),
@@ -278,7 +307,7 @@ proptest! {
                 Op::Add { cpu, delta } => match ctx.set_current(cpu) {
                     Ok(()) => {
                         current = cpu;
-                        v.this_cpu_add(&ctx, delta);
+                        v.this_cpu_add(&ctx, delta).unwrap();
                         model[cpu] = model[cpu].wrapping_add(delta);
                     }
                     Err(e) => prop_assert_eq!(e, PerCpuError::CpuOutOfRange { cpu, nr_cpus: nr }),
@@ -293,7 +322,7 @@ proptest! {
                 Op::Xchg { cpu, value } => match ctx.set_current(cpu) {
                     Ok(()) => {
                         current = cpu;
-                        let old = v.this_cpu_xchg(&ctx, value);
+                        let old = v.this_cpu_xchg(&ctx, value).unwrap();
                         prop_assert_eq!(old, model[cpu]);
                         model[cpu] = value;
                     }

@@ -63,33 +63,31 @@ impl<T> PerCpu<T> {
     /// `include/linux/percpu-defs.h`); dropping the guard is `put_cpu_var`.
     ///
     /// The guard is the only access to the copy while it lives: another
-    /// thread that runs on the same CPU waits for it.
+    /// thread that runs on the same CPU waits for it, and so does this call if
+    /// the copy is held. [`PerCpu::try_get_cpu_var`] does not wait.
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// If `ctx` runs on a CPU this `PerCpu` has no copy for, which means the
-    /// two were built for different machines (a wiring bug, like indexing a
-    /// slice out of bounds). [`PerCpu::try_get_cpu_var`] reports that as an
-    /// error instead.
-    pub fn get_cpu_var<'a>(&'a self, ctx: &'a dyn CpuContext) -> CpuVarGuard<'a, T> {
+    /// [`PerCpuError::CpuOutOfRange`] if `ctx` runs on a CPU this `PerCpu` has
+    /// no copy for (the two were built for machines with different numbers of
+    /// CPUs). Preemption is enabled again (the counter is unchanged) and no
+    /// copy is touched.
+    pub fn get_cpu_var<'a>(
+        &'a self,
+        ctx: &'a dyn CpuContext,
+    ) -> Result<CpuVarGuard<'a, T>, PerCpuError> {
         let preempt = PreemptGuard::new(ctx);
-        let cpu = preempt.cpu();
-        let slot = match self.slot(cpu) {
-            Ok(slot) => slot,
-            Err(err) => {
-                drop(preempt);
-                panic!("get_cpu_var: {err} in this PerCpu; it was built for another machine");
-            }
-        };
-        CpuVarGuard {
+        // On error `preempt` drops here, which re-enables preemption.
+        let slot = self.slot(preempt.cpu())?;
+        Ok(CpuVarGuard {
             guard: slot.lock(),
             preempt,
             _not_send: PhantomData,
-        }
+        })
     }
 
-    /// Like [`PerCpu::get_cpu_var`], but returns an error instead of panicking
-    /// or waiting.
+    /// Like [`PerCpu::get_cpu_var`], but returns an error instead of waiting
+    /// when the copy is held.
     ///
     /// # Errors
     ///
@@ -170,82 +168,101 @@ impl<T> PerCpu<T> {
 
     /// A copy of this CPU's value (`this_cpu_read`, `include/linux/percpu-defs.h`).
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// As [`PerCpu::get_cpu_var`].
-    pub fn this_cpu_read(&self, ctx: &dyn CpuContext) -> T
+    /// As [`PerCpu::get_cpu_var`]: [`PerCpuError::CpuOutOfRange`] if `ctx`
+    /// runs on a CPU without a copy, with every copy and the preemption
+    /// counter unchanged.
+    pub fn this_cpu_read(&self, ctx: &dyn CpuContext) -> Result<T, PerCpuError>
     where
         T: Clone,
     {
-        self.get_cpu_var(ctx).clone()
+        Ok(self.get_cpu_var(ctx)?.clone())
     }
 
     /// Replaces this CPU's value (`this_cpu_write`).
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// As [`PerCpu::get_cpu_var`].
-    pub fn this_cpu_write(&self, ctx: &dyn CpuContext, value: T) {
-        *self.get_cpu_var(ctx) = value;
+    /// As [`PerCpu::get_cpu_var`]: [`PerCpuError::CpuOutOfRange`] if `ctx`
+    /// runs on a CPU without a copy, with every copy and the preemption
+    /// counter unchanged.
+    pub fn this_cpu_write(&self, ctx: &dyn CpuContext, value: T) -> Result<(), PerCpuError> {
+        *self.get_cpu_var(ctx)? = value;
+        Ok(())
     }
 
     /// Replaces this CPU's value and returns the old one (`this_cpu_xchg`).
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// As [`PerCpu::get_cpu_var`].
-    pub fn this_cpu_xchg(&self, ctx: &dyn CpuContext, value: T) -> T {
-        core::mem::replace(&mut *self.get_cpu_var(ctx), value)
+    /// As [`PerCpu::get_cpu_var`]: [`PerCpuError::CpuOutOfRange`] if `ctx`
+    /// runs on a CPU without a copy, with every copy and the preemption
+    /// counter unchanged.
+    pub fn this_cpu_xchg(&self, ctx: &dyn CpuContext, value: T) -> Result<T, PerCpuError> {
+        Ok(core::mem::replace(&mut *self.get_cpu_var(ctx)?, value))
     }
 }
 
 impl<T: Counter> PerCpu<T> {
     /// Adds `delta` to this CPU's counter, wrapping (`this_cpu_add`).
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// As [`PerCpu::get_cpu_var`].
-    pub fn this_cpu_add(&self, ctx: &dyn CpuContext, delta: T) {
-        self.this_cpu_add_return(ctx, delta);
+    /// As [`PerCpu::get_cpu_var`]: [`PerCpuError::CpuOutOfRange`] if `ctx`
+    /// runs on a CPU without a copy, with every copy and the preemption
+    /// counter unchanged.
+    pub fn this_cpu_add(&self, ctx: &dyn CpuContext, delta: T) -> Result<(), PerCpuError> {
+        self.this_cpu_add_return(ctx, delta)?;
+        Ok(())
     }
 
     /// Adds `delta` to this CPU's counter and returns the new value (`this_cpu_add_return`).
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// As [`PerCpu::get_cpu_var`].
-    pub fn this_cpu_add_return(&self, ctx: &dyn CpuContext, delta: T) -> T {
-        let mut guard = self.get_cpu_var(ctx);
+    /// As [`PerCpu::get_cpu_var`]: [`PerCpuError::CpuOutOfRange`] if `ctx`
+    /// runs on a CPU without a copy, with every copy and the preemption
+    /// counter unchanged.
+    pub fn this_cpu_add_return(&self, ctx: &dyn CpuContext, delta: T) -> Result<T, PerCpuError> {
+        let mut guard = self.get_cpu_var(ctx)?;
         *guard = guard.wrapping_add(delta);
-        *guard
+        Ok(*guard)
     }
 
     /// Subtracts `delta` from this CPU's counter, wrapping (`this_cpu_sub`).
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// As [`PerCpu::get_cpu_var`].
-    pub fn this_cpu_sub(&self, ctx: &dyn CpuContext, delta: T) {
-        let mut guard = self.get_cpu_var(ctx);
+    /// As [`PerCpu::get_cpu_var`]: [`PerCpuError::CpuOutOfRange`] if `ctx`
+    /// runs on a CPU without a copy, with every copy and the preemption
+    /// counter unchanged.
+    pub fn this_cpu_sub(&self, ctx: &dyn CpuContext, delta: T) -> Result<(), PerCpuError> {
+        let mut guard = self.get_cpu_var(ctx)?;
         *guard = guard.wrapping_sub(delta);
+        Ok(())
     }
 
     /// Adds one to this CPU's counter (`this_cpu_inc`).
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// As [`PerCpu::get_cpu_var`].
-    pub fn this_cpu_inc(&self, ctx: &dyn CpuContext) {
-        self.this_cpu_add(ctx, T::ONE);
+    /// As [`PerCpu::get_cpu_var`]: [`PerCpuError::CpuOutOfRange`] if `ctx`
+    /// runs on a CPU without a copy, with every copy and the preemption
+    /// counter unchanged.
+    pub fn this_cpu_inc(&self, ctx: &dyn CpuContext) -> Result<(), PerCpuError> {
+        self.this_cpu_add(ctx, T::ONE)
     }
 
     /// Subtracts one from this CPU's counter (`this_cpu_dec`).
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// As [`PerCpu::get_cpu_var`].
-    pub fn this_cpu_dec(&self, ctx: &dyn CpuContext) {
-        self.this_cpu_sub(ctx, T::ONE);
+    /// As [`PerCpu::get_cpu_var`]: [`PerCpuError::CpuOutOfRange`] if `ctx`
+    /// runs on a CPU without a copy, with every copy and the preemption
+    /// counter unchanged.
+    pub fn this_cpu_dec(&self, ctx: &dyn CpuContext) -> Result<(), PerCpuError> {
+        self.this_cpu_sub(ctx, T::ONE)
     }
 
     /// The wrapping sum of every CPU's counter, read one copy at a time, like

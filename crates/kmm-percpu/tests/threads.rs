@@ -13,7 +13,7 @@ const ROUNDS: u64 = if cfg!(miri) { 20 } else { 200 };
 /// other thread run, write back. Lost updates would show that two guards
 /// overlapped.
 fn slow_increment(v: &PerCpu<u64>, ctx: &FixedCpu) {
-    let mut guard = v.get_cpu_var(ctx);
+    let mut guard = v.get_cpu_var(ctx).unwrap();
     let seen = *guard;
     thread::yield_now();
     *guard = seen + 1;
@@ -27,7 +27,7 @@ fn threads_on_different_cpus_hold_their_copies_at_the_same_time() {
     thread::scope(|s| {
         s.spawn(|| {
             let ctx = FixedCpu::new(2);
-            let mut mine = v.get_cpu_var(&ctx);
+            let mut mine = v.get_cpu_var(&ctx).unwrap();
             *mine += 10;
             held.wait();
             checked.wait();

@@ -4,8 +4,8 @@
 //! `boot` builds a new machine and replaces the old one only once the new one is up; every other
 //! command checks its arguments (a free name, a known gfp) before it touches the machine, so a
 //! failing command leaves both the machine and the names as they were.
-//! The buddy backend is chosen at boot time (`buddy=eager`, the default, or `buddy=lazy`), with
-//! the concrete types, so a script prints the same whatever cargo features the `kmm` crate got.
+//! The buddy backend is `kmm::DefaultBuddy` unless `boot` names one (`buddy=eager` or
+//! `buddy=lazy`): built with `--features kmm/lazy-buddy`, the simulator runs on the lazy buddy.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -208,10 +208,19 @@ fn boot(args: &BootArgs) -> Result<AnyMachine, ExecError> {
         pcp: args.pcp.unwrap_or(!toy),
         backing,
     };
-    Ok(match args.buddy.unwrap_or(BuddyArg::Eager) {
+    Ok(match args.buddy.unwrap_or_else(default_buddy) {
         BuddyArg::Eager => AnyMachine::Eager(Machine::boot(config, about)?),
         BuddyArg::Lazy => AnyMachine::Lazy(Machine::boot(config, about)?),
     })
+}
+
+/// The backend `kmm::DefaultBuddy` names: the one the cargo features chose.
+fn default_buddy() -> BuddyArg {
+    if <kmm::DefaultBuddy as BuddyBackend>::NAME == LazyBuddy::NAME {
+        BuddyArg::Lazy
+    } else {
+        BuddyArg::Eager
+    }
 }
 
 /// Parses a `gfp=` value; `GFP_KERNEL` when absent.

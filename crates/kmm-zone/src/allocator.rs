@@ -10,7 +10,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 
 use crossbeam_utils::CachePadded;
 use kmm_buddy::{BuddyBackend, FreeBlock};
@@ -22,7 +22,7 @@ use kmm_page::{
     FrameIdx, FrameList, MAX_PAGE_ORDER, MemMap, PAGE_ALLOC_COSTLY_ORDER, PAGE_SHIFT, PAGE_SIZE,
     PageAllocator, PageError, PageFlags, PageFrame, PageType, Pfn, PhysMemory, get_order,
 };
-use kmm_percpu::{CpuContext, PreemptGuard};
+use kmm_percpu::CpuContext;
 use spin::Mutex;
 
 use crate::error::ZoneError;
@@ -94,7 +94,14 @@ struct ZoneLocked<B> {
 struct Zone<B: BuddyBackend> {
     zone: ZoneType,
     map: Arc<MemMap>,
+    /// Take it with [`Zone::lock`], which republishes the counters below.
     locked: Mutex<ZoneLocked<B>>,
+    /// The buddy's free pages as of the last unlock (`NR_FREE_PAGES`, read
+    /// without the lock by the watermark test, as Linux reads its vmstat).
+    free_pages: CachePadded<AtomicUsize>,
+    /// Bit `o` set when some per-CPU-type free list of order `o` is non-empty
+    /// as of the last unlock (the order part of the watermark test).
+    free_orders: AtomicU32,
     managed: usize,
     watermarks: Watermarks,
     lowmem_reserve: Vec<usize>,
@@ -103,6 +110,58 @@ struct Zone<B: BuddyBackend> {
     high_max: usize,
     /// One entry per CPU, empty when the lists are off.
     pcp: Vec<CachePadded<Mutex<PcpLists>>>,
+}
+
+impl<B: BuddyBackend> Zone<B> {
+    /// Takes the zone lock (`zone->lock`).
+    fn lock(&self) -> ZoneGuard<'_, B> {
+        ZoneGuard {
+            zone: self,
+            guard: self.locked.lock(),
+        }
+    }
+}
+
+/// The zone lock held; on release it publishes the buddy's free page count
+/// and free orders for the lock-free watermark test.
+struct ZoneGuard<'a, B: BuddyBackend> {
+    zone: &'a Zone<B>,
+    guard: spin::MutexGuard<'a, ZoneLocked<B>>,
+}
+
+impl<B: BuddyBackend> core::ops::Deref for ZoneGuard<'_, B> {
+    type Target = ZoneLocked<B>;
+
+    fn deref(&self) -> &ZoneLocked<B> {
+        &self.guard
+    }
+}
+
+impl<B: BuddyBackend> core::ops::DerefMut for ZoneGuard<'_, B> {
+    fn deref_mut(&mut self) -> &mut ZoneLocked<B> {
+        &mut self.guard
+    }
+}
+
+impl<B: BuddyBackend> Drop for ZoneGuard<'_, B> {
+    fn drop(&mut self) {
+        // The lock is still held here: the guard field drops after this body.
+        let buddy = &self.guard.buddy;
+        self.zone.free_pages.store(buddy.free_pages(), Relaxed);
+        self.zone.free_orders.store(free_order_mask(buddy), Relaxed);
+    }
+}
+
+/// Bit `o` set when a per-CPU migrate type has a free block of order `o`.
+fn free_order_mask<B: BuddyBackend>(buddy: &B) -> u32 {
+    let mut mask = 0;
+    for o in 0..=MAX_PAGE_ORDER {
+        let pcp_types = &MigrateType::ALL[..MigrateType::PCPTYPES];
+        if pcp_types.iter().any(|&t| buddy.nr_free_mt(o, t) > 0) {
+            mask |= 1 << o;
+        }
+    }
+    mask
 }
 
 /// Why one pass over the zonelist failed.
@@ -287,6 +346,8 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
                 } else {
                     Vec::new()
                 };
+                let free_pages = CachePadded::new(AtomicUsize::new(buddy.free_pages()));
+                let free_orders = AtomicU32::new(free_order_mask(&buddy));
                 Zone {
                     zone,
                     map,
@@ -294,6 +355,8 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
                         buddy,
                         allocated: 0,
                     }),
+                    free_pages,
+                    free_orders,
                     managed,
                     watermarks,
                     lowmem_reserve,
@@ -374,8 +437,14 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
     }
 
     /// The CPU the caller runs on, clamped to the lists that exist.
-    fn this_cpu(&self, guard: &PreemptGuard<'_>, zone: &Zone<B>) -> usize {
-        guard.cpu() % zone.pcp.len().max(1)
+    ///
+    /// No preemption guard is taken: the list's own lock keeps it consistent
+    /// (Linux pins the task only so that it keeps using the local list), and
+    /// a caller that moved to another CPU meanwhile would simply use that
+    /// CPU's list under that list's lock. This keeps the fast path at one
+    /// atomic read-modify-write per call.
+    fn this_cpu(&self, zone: &Zone<B>) -> usize {
+        self.cpus.current_cpu() % zone.pcp.len().max(1)
     }
 
     // ----------------------------------------------------------------- alloc
@@ -491,18 +560,12 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
                     Some(Watermark::High) => zone.watermarks.high,
                     _ => zone.watermarks.min,
                 };
-                let locked = zone.locked.lock();
-                let free = locked.buddy.free_pages();
+                let free = zone.free_pages.load(Relaxed);
                 let ok =
                     watermark_free_ok(free, order, mark, zone.lowmem_reserve[highest_idx], flags);
                 if order > 0 {
-                    use_pcp = (order..=MAX_PAGE_ORDER).any(|o| {
-                        MigrateType::ALL[..MigrateType::PCPTYPES]
-                            .iter()
-                            .any(|&t| locked.buddy.nr_free_mt(o, t) > 0)
-                    });
+                    use_pcp = zone.free_orders.load(Relaxed) >> order != 0;
                 }
-                drop(locked);
                 if !ok {
                     continue;
                 }
@@ -530,7 +593,7 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
         if use_pcp && self.pcp_on && order <= PCP_MAX_ORDER && mt.is_mergeable() {
             return self.rmqueue_pcplist(zone, order, mt);
         }
-        let mut locked = zone.locked.lock();
+        let mut locked = zone.lock();
         let pfn = locked.buddy.alloc(order, mt)?;
         locked.allocated += 1 << order;
         Ok(pfn)
@@ -545,13 +608,12 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
         order: u32,
         mt: MigrateType,
     ) -> Result<Pfn, PageError> {
-        let guard = PreemptGuard::new(&*self.cpus);
-        let cpu = self.this_cpu(&guard, zone);
+        let cpu = self.this_cpu(zone);
         let mut pcp = zone.pcp[cpu].lock();
         let pi = pindex(order, mt);
         if pcp.lists[pi].is_empty() {
             let n = nr_pcp_alloc(zone.high, zone.batch, pcp.count, order);
-            let mut locked = zone.locked.lock();
+            let mut locked = zone.lock();
             for _ in 0..n {
                 let Ok(pfn) = locked.buddy.alloc(order, mt) else {
                     break;
@@ -607,10 +669,17 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
     ///
     /// # Errors
     ///
-    /// As [`ZonedAllocator::alloc_pages`], and [`PageError::NoAddress`] when
-    /// no memory is behind the frames (the block is freed again).
+    /// As [`ZonedAllocator::alloc_pages`]; [`PageError::NoBackingMemory`]
+    /// (before allocating anything) when no memory is behind the frames, and
+    /// [`PageError::NoAddress`] when the block got has no direct-map address
+    /// (the block is freed again).
     #[doc(alias = "__get_free_pages")]
     pub fn get_free_pages(&self, gfp: Gfp, order: u32) -> Result<NonNull<u8>, PageError> {
+        // Refuse before allocating, so that the counters and pageblock types
+        // are unchanged after the error.
+        if !self.phys.has_memory() {
+            return Err(PageError::NoBackingMemory);
+        }
         let pfn = self.alloc_pages(gfp - Gfp::HIGHMEM, order)?;
         match self.page_address(pfn) {
             Some(addr) => Ok(addr),
@@ -659,7 +728,7 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
         let pfn = self.alloc_pages(gfp - (Gfp::COMP | Gfp::HIGHMEM), order)?;
         if order > 0 {
             let pos = self.zone_pos(pfn).ok_or(PageError::OutOfRange(pfn))?;
-            let split = self.zones[pos].locked.lock().buddy.split(pfn, order);
+            let split = self.zones[pos].lock().buddy.split(pfn, order);
             if let Err(e) = split {
                 if self.free_pages(pfn, order).is_err() {
                     self.internal_errors.fetch_add(1, Relaxed);
@@ -712,7 +781,7 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
         {
             return self.free_to_pcp(zone, pfn, order, mt);
         }
-        let mut locked = zone.locked.lock();
+        let mut locked = zone.lock();
         locked.buddy.free(pfn, order)?;
         locked.allocated -= 1 << order;
         Ok(())
@@ -728,8 +797,7 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
         mt: MigrateType,
     ) -> Result<(), PageError> {
         let idx = zone.map.index_of(pfn).ok_or(PageError::OutOfRange(pfn))?;
-        let guard = PreemptGuard::new(&*self.cpus);
-        let cpu = self.this_cpu(&guard, zone);
+        let cpu = self.this_cpu(zone);
         let mut pcp = zone.pcp[cpu].lock();
         let pi = pindex(order, mt);
         // A frame still linked somewhere is not an allocated block.
@@ -761,7 +829,7 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
     fn free_pcppages_bulk(&self, zone: &Zone<B>, pcp: &mut PcpLists, count: usize, start: usize) {
         let mut count = count.min(pcp.count) as isize;
         let mut p = start + NR_PCP_LISTS - 1;
-        let mut locked = zone.locked.lock();
+        let mut locked = zone.lock();
         while count > 0 {
             let mut tries = 0;
             loop {
@@ -857,7 +925,7 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
         for zone in &self.zones {
             for slot in &zone.pcp {
                 let mut pcp = slot.lock();
-                let mut locked = zone.locked.lock();
+                let mut locked = zone.lock();
                 for p in 0..NR_PCP_LISTS {
                     let order = pindex_order(p);
                     while let Some(idx) = pcp.lists[p].pop_back(&zone.map) {
@@ -866,7 +934,7 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
                     }
                 }
             }
-            zone.locked.lock().buddy.drain();
+            zone.lock().buddy.drain();
         }
     }
 
@@ -888,7 +956,7 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
                         batch: zone.batch,
                     })
                     .collect();
-                let locked = zone.locked.lock();
+                let locked = zone.lock();
                 let b = &locked.buddy;
                 let span = zone.map.span();
                 ZoneSnapshot {
@@ -919,7 +987,7 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
         self.zones
             .iter()
             .flat_map(|zone| {
-                let blocks = zone.locked.lock().buddy.free_blocks();
+                let blocks = zone.lock().buddy.free_blocks();
                 blocks.into_iter().map(move |b| (zone.zone, b))
             })
             .collect()
@@ -960,7 +1028,7 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
         for zone in &self.zones {
             let name = zone.zone;
             let pcps: Vec<_> = zone.pcp.iter().map(|slot| slot.lock()).collect();
-            let locked = zone.locked.lock();
+            let locked = zone.lock();
             locked
                 .buddy
                 .check_invariants()

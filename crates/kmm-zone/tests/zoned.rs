@@ -509,10 +509,19 @@ fn zeroed_pages_are_zero<B: BuddyBackend>() {
 fn get_free_pages_without_memory<B: BuddyBackend>() {
     ThreadCpus::bind(0);
     let a = boot::<B>(MachineLayout::toy(256, None), true, None, 1);
+    let before = a.snapshots();
     let err = a.get_free_pages(GFP_KERNEL, 1).unwrap_err();
-    assert!(matches!(err, PageError::NoAddress(_)));
-    assert_eq!(allocated(&a), 0, "the block was freed again");
-    // __GFP_HIGHMEM is stripped: the block comes from lowmem.
+    assert_eq!(err, PageError::NoBackingMemory);
+    assert_eq!(
+        a.get_zeroed_page(GFP_KERNEL).unwrap_err(),
+        PageError::NoBackingMemory
+    );
+    assert_eq!(
+        a.snapshots(),
+        before,
+        "refused before allocating: nothing changed"
+    );
+    // __GFP_HIGHMEM is stripped: the block comes from lowmem, here the DMA zone.
     let layout = MachineLayout::from_ranges(
         Arch::X86_32,
         &[
@@ -520,13 +529,21 @@ fn get_free_pages_without_memory<B: BuddyBackend>() {
             PfnRange::new(229_376, 229_376 + 2048),
         ],
     );
-    let b = boot::<B>(layout, true, None, 1);
+    let cfg = ZonedConfig {
+        layout,
+        pcp: true,
+        min_free_kbytes: None,
+    };
+    // The buffer is allocated zeroed and lazily, so the hole costs nothing.
+    let mem = Arc::new(VecMemory::new(229_376 + 2048, 229_376));
+    let b = ZonedAllocator::<B>::new(cfg, Arc::new(ThreadCpus(1)), mem).unwrap();
     let high = b.alloc_page(GFP_HIGHUSER).unwrap();
     assert_eq!(b.zone_of(high), Some(ZoneType::HighMem));
-    match b.get_free_page(GFP_HIGHUSER) {
-        Err(PageError::NoAddress(pfn)) => assert_eq!(b.zone_of(pfn), Some(ZoneType::Dma)),
-        other => panic!("{other:?}"),
-    }
+    assert!(b.page_address(high).is_none(), "highmem has no direct map");
+    let addr = b.get_free_page(GFP_HIGHUSER).unwrap();
+    let pfn = b.phys().virt_to_pfn(addr.as_ptr() as usize).unwrap();
+    assert_eq!(b.zone_of(pfn), Some(ZoneType::Dma));
+    b.free_pages_addr(addr, 0).unwrap();
     b.free_page(high).unwrap();
     a.check_invariants().unwrap();
     b.check_invariants().unwrap();

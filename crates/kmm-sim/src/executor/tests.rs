@@ -75,7 +75,7 @@ fn toy() -> Session {
 #[test]
 fn the_worked_example_allocates_at_frame_12() {
     let mut session = Session::default();
-    let boot = ok(&mut session, "boot pages=16 free=5,10,12-15");
+    let boot = ok(&mut session, "boot pages=16 free=5,10,12-15 buddy=eager");
     assert_eq!(
         boot,
         "boot: arch=x86_64 mem=64K pages=16 cpus=2 pcp=off buddy=eager backing=host zones=Normal[0-15]\n"
@@ -301,7 +301,7 @@ fn the_summary_names_the_backend_chosen_at_boot() {
 #[test]
 fn boot_lines_list_the_zones() {
     let mut session = Session::default();
-    let boot = ok(&mut session, "boot mem=64M backing=none");
+    let boot = ok(&mut session, "boot mem=64M backing=none buddy=eager");
     assert_eq!(
         boot,
         "boot: arch=x86_64 mem=64M pages=16384 cpus=2 pcp=on buddy=eager backing=none \
@@ -318,4 +318,12 @@ fn short_sizes_use_the_biggest_exact_unit() {
     assert_eq!(short_size(1 << 40), "1T");
     assert_eq!(short_size(4097), "4097");
     assert_eq!(short_size(0), "0");
+}
+
+#[test]
+fn the_default_backend_is_the_one_the_features_chose() {
+    let mut session = Session::default();
+    let boot = ok(&mut session, "boot pages=16 backing=none");
+    let name = <kmm::DefaultBuddy as kmm::BuddyBackend>::NAME;
+    assert!(boot.contains(&format!(" buddy={name} ")), "{boot}");
 }
