@@ -8,6 +8,7 @@ mod alloc_api;
 mod frame;
 mod list;
 mod memmap;
+mod mmu;
 mod phys;
 
 pub use addr::{
@@ -19,6 +20,7 @@ pub use frame::{PageFlags, PageFrame, PageType};
 pub use kmm_gfp as gfp;
 pub use list::{FrameList, FrameListIter};
 pub use memmap::{FrameIdx, MAX_FRAMES, MemMap, MemMapError, PfnRange};
+pub use mmu::{Mmu, MmuError, Prot};
 pub use phys::{NoMemory, PhysMemory};
 
 #[cfg(test)]

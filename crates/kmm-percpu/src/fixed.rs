@@ -1,5 +1,7 @@
 //! `FixedCpu`: a `CpuContext` whose current CPU is chosen by the caller, for tests and the simulator.
 
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
 use spin::Mutex;
 
 use crate::{CpuContext, PerCpuError};
@@ -15,6 +17,9 @@ use crate::{CpuContext, PerCpuError};
 #[derive(Debug)]
 pub struct FixedCpu {
     nr_cpus: usize,
+    /// A copy of `state.cpu` that `current_cpu` reads without the lock (the
+    /// per-CPU fast paths ask for it on every call); written under the lock.
+    cpu: AtomicUsize,
     state: Mutex<FixedState>,
 }
 
@@ -31,6 +36,7 @@ impl FixedCpu {
     pub fn new(nr_cpus: usize) -> FixedCpu {
         FixedCpu {
             nr_cpus: nr_cpus.max(1),
+            cpu: AtomicUsize::new(0),
             state: Mutex::new(FixedState { cpu: 0, preempt: 0 }),
         }
     }
@@ -57,6 +63,7 @@ impl FixedCpu {
             });
         }
         state.cpu = cpu;
+        self.cpu.store(cpu, Relaxed);
         Ok(())
     }
 
@@ -73,7 +80,7 @@ impl CpuContext for FixedCpu {
     }
 
     fn current_cpu(&self) -> usize {
-        self.state.lock().cpu
+        self.cpu.load(Relaxed)
     }
 
     fn preempt_disable(&self) {
