@@ -10,6 +10,7 @@ mod list;
 mod memmap;
 mod mmu;
 mod phys;
+mod soft_mmu;
 
 pub use addr::{
     MAX_PAGE_ORDER, NR_PAGE_ORDERS, PAGE_ALLOC_COSTLY_ORDER, PAGE_SHIFT, PAGE_SIZE,
@@ -22,6 +23,7 @@ pub use list::{FrameList, FrameListIter};
 pub use memmap::{FrameIdx, MAX_FRAMES, MemMap, MemMapError, PfnRange};
 pub use mmu::{Mmu, MmuError, Prot};
 pub use phys::{NoMemory, PhysMemory};
+pub use soft_mmu::SoftMmu;
 
 #[cfg(test)]
 mod tests;
