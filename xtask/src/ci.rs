@@ -22,6 +22,8 @@ pub(crate) const NO_STD_CRATES: &[&str] = &[
     "kmm-percpu",
     "kmm-buddy",
     "kmm-zone",
+    "kmm-vmalloc",
+    "kmm-highmem",
     "kmm",
 ];
 
