@@ -1,21 +1,40 @@
 #![doc = include_str!("../README.md")]
 #![no_std]
-#![forbid(unsafe_code)]
+// The crate hands out raw per-CPU memory (`per_cpu_ptr`), so it cannot forbid
+// `unsafe`; it denies it everywhere but in `memory`, the one small module
+// whose private fields carry the soundness argument.
+#![deny(unsafe_code)]
 
 extern crate alloc;
 
+mod area;
+mod bitmap;
 mod counter;
 mod cpu;
+mod dynamic;
 mod error;
 mod fixed;
+#[expect(
+    unsafe_code,
+    reason = "chunk memory: allocation, zeroing and atomic access to per-CPU copies"
+)]
+mod memory;
 mod preempt;
+mod statics;
 mod var;
 
+pub use bitmap::Bitmap;
 pub use counter::Counter;
 pub use cpu::CpuContext;
-pub use error::PerCpuError;
+pub use dynamic::{
+    ChunkInfo, PAGE_SIZE, PCPU_MIN_ALLOC_SIZE, PCPU_MIN_UNIT_SIZE, PERCPU_DYNAMIC_RESERVE,
+    PERCPU_MODULE_RESERVE, PercpuAllocator, PercpuPtr,
+};
+pub use error::{PerCpuError, PercpuError};
 pub use fixed::FixedCpu;
+pub use memory::{ChunkMemory, ChunkSource, HeapChunks, NumberChunks, PercpuWord};
 pub use preempt::PreemptGuard;
+pub use statics::StaticPercpu;
 pub use var::{CpuVarGuard, Iter, PerCpu, PerCpuGuard, put_cpu_var};
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
-//! The command line: `kmm-sim [run SCRIPT [--keep-going] [--echo] [--picture FILE.svg] | repl]`.
+//! The command line: `kmm-sim [run SCRIPT [--keep-going] [--echo] [--picture FILE.svg] | repl |
+//! replay TRACE [--compare system] [--mem SIZE] [--quiet]]`.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+use crate::replay::ReplayArgs;
 
 /// Simulate Linux memory management: boot a machine, run scripts, print /proc files.
 ///
@@ -34,6 +37,8 @@ pub(crate) enum Mode {
     },
     /// Read commands from standard input; errors are reported and the session goes on.
     Repl,
+    /// Replay a malloc trace through kmalloc and report time and memory.
+    Replay(ReplayArgs),
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use kmm::{
     Arch, Backing, BuddyBackend, EagerBuddy, FrameState, Gfp, KmmError, LazyBuddy, MachineConfig,
-    MemoryManager, MemorySpec, PAGE_SIZE, Pfn, PfnRange,
+    MemoryManager, MemorySpec, PAGE_SIZE, PercpuPtr, Pfn, PfnRange, VirtAddr,
 };
 use thiserror::Error;
 
@@ -54,6 +54,9 @@ pub(crate) enum ExecError {
         /// The command that frees it.
         free_with: &'static str,
     },
+    /// `kmap` of a name that is no page allocation.
+    #[error("'{0}' is not a page allocation: kmap maps the first frame of an alloc_pages result")]
+    NotAPage(String),
     /// A command that writes to memory, on a machine without memory behind its frames.
     #[error("{0} needs memory behind the frames; this machine booted with backing=none")]
     NoMemory(&'static str),
@@ -93,6 +96,40 @@ enum Allocation {
         /// The size asked for, in bytes.
         size: usize,
     },
+    /// From `vmalloc` or `vzalloc`.
+    Vmalloc {
+        /// The first address of the area.
+        addr: VirtAddr,
+    },
+    /// From `kmap`.
+    Kmap {
+        /// The frame mapped.
+        pfn: Pfn,
+    },
+    /// From `kmap_atomic`.
+    KmapAtomic {
+        /// The address of the mapping.
+        addr: VirtAddr,
+    },
+    /// From `alloc_percpu`.
+    Percpu {
+        /// The per-CPU pointer.
+        ptr: PercpuPtr,
+    },
+}
+
+impl Allocation {
+    /// The command that made it and the one that releases it.
+    fn commands(self) -> (&'static str, &'static str) {
+        match self {
+            Allocation::Pages { .. } => ("alloc_pages", "free_pages"),
+            Allocation::Exact { .. } => ("alloc_pages_exact", "free_pages_exact"),
+            Allocation::Vmalloc { .. } => ("vmalloc", "vfree"),
+            Allocation::Kmap { .. } => ("kmap", "kunmap"),
+            Allocation::KmapAtomic { .. } => ("kmap_atomic", "kunmap_atomic"),
+            Allocation::Percpu { .. } => ("alloc_percpu", "free_percpu"),
+        }
+    }
 }
 
 /// How a machine was booted, for the boot line, the picture title and the summary.
@@ -223,6 +260,16 @@ fn default_buddy() -> BuddyArg {
     }
 }
 
+/// The error for releasing `name`, which `allocation` stands for, with the wrong command.
+fn wrong_free(name: &str, allocation: Allocation) -> ExecError {
+    let (allocated_by, free_with) = allocation.commands();
+    ExecError::WrongFree {
+        name: name.to_owned(),
+        allocated_by,
+        free_with,
+    }
+}
+
 /// Parses a `gfp=` value; `GFP_KERNEL` when absent.
 fn parse_gfp(text: Option<&str>) -> Result<Gfp, ExecError> {
     let text = text.unwrap_or("GFP_KERNEL");
@@ -300,11 +347,7 @@ impl<B: BuddyBackend> Machine<B> {
                     self.names.remove(name);
                     Ok(())
                 }
-                Allocation::Exact { .. } => Err(ExecError::WrongFree {
-                    name: name.clone(),
-                    allocated_by: "alloc_pages_exact",
-                    free_with: "free_pages_exact",
-                }),
+                other => Err(wrong_free(name, other)),
             },
             Command::FreePages(FreeTarget::Pfn { pfn, order }) => {
                 let pfn = Pfn(*pfn);
@@ -319,11 +362,100 @@ impl<B: BuddyBackend> Machine<B> {
                     self.names.remove(name);
                     Ok(())
                 }
-                Allocation::Pages { .. } => Err(ExecError::WrongFree {
-                    name: name.clone(),
-                    allocated_by: "alloc_pages",
-                    free_with: "free_pages",
-                }),
+                other => Err(wrong_free(name, other)),
+            },
+            Command::Vmalloc {
+                name,
+                size,
+                gfp,
+                zero,
+            } => {
+                self.check_name_free(name)?;
+                let gfp = parse_gfp(gfp.as_deref())?;
+                let addr = if *zero {
+                    self.mm.vzalloc(*size, gfp)?
+                } else {
+                    self.mm.vmalloc(*size, gfp)?
+                };
+                self.names
+                    .insert(name.clone(), Allocation::Vmalloc { addr });
+                let pages = size.div_ceil(PAGE_SIZE);
+                writeln!(
+                    out,
+                    "{name}: addr={addr:#x} size={} pages={pages}",
+                    pages * PAGE_SIZE
+                )?;
+                Ok(())
+            }
+            Command::Vfree { name } => match self.lookup(name)? {
+                Allocation::Vmalloc { addr } => {
+                    self.mm.vfree(addr)?;
+                    self.names.remove(name);
+                    Ok(())
+                }
+                other => Err(wrong_free(name, other)),
+            },
+            Command::Kmap { name, page, atomic } => {
+                self.check_name_free(name)?;
+                let pfn = match self.lookup(page)? {
+                    Allocation::Pages { pfn, .. } | Allocation::Exact { pfn, .. } => pfn,
+                    _ => return Err(ExecError::NotAPage(page.clone())),
+                };
+                if *atomic {
+                    let addr = self.mm.kmap_atomic(pfn)?;
+                    self.names
+                        .insert(name.clone(), Allocation::KmapAtomic { addr });
+                    writeln!(out, "{name}: addr={addr:#x} pfn={pfn}")?;
+                } else {
+                    let addr = self.mm.kmap(pfn)?;
+                    self.names.insert(name.clone(), Allocation::Kmap { pfn });
+                    write!(
+                        out,
+                        "{name}: addr={addr:#x} pfn={pfn} zone={}",
+                        self.zone_name(pfn)
+                    )?;
+                    if let Some(slot) = self.mm.highmem().pkmap_nr(addr) {
+                        write!(out, " slot={slot}")?;
+                    }
+                    writeln!(out)?;
+                }
+                Ok(())
+            }
+            Command::Kunmap { name, atomic } => match (self.lookup(name)?, atomic) {
+                (Allocation::Kmap { pfn }, false) => {
+                    self.mm.kunmap(pfn)?;
+                    self.names.remove(name);
+                    Ok(())
+                }
+                (Allocation::KmapAtomic { addr }, true) => {
+                    self.mm.kunmap_atomic(addr)?;
+                    self.names.remove(name);
+                    Ok(())
+                }
+                (other, _) => Err(wrong_free(name, other)),
+            },
+            Command::AllocPercpu { name, size, align } => {
+                self.check_name_free(name)?;
+                let ptr = self.mm.alloc_percpu(*size, *align)?;
+                self.names.insert(name.clone(), Allocation::Percpu { ptr });
+                let chunk = self
+                    .mm
+                    .percpu_chunk_of(ptr)
+                    .map_or_else(|| "none".to_owned(), |c| c.to_string());
+                writeln!(
+                    out,
+                    "{name}: ptr={:#x} size={size} align={align} chunk={chunk}",
+                    ptr.addr()
+                )?;
+                Ok(())
+            }
+            Command::FreePercpu { name } => match self.lookup(name)? {
+                Allocation::Percpu { ptr } => {
+                    self.mm.free_percpu(ptr)?;
+                    self.names.remove(name);
+                    Ok(())
+                }
+                other => Err(wrong_free(name, other)),
             },
             Command::Drain => {
                 self.mm.drain_all_pages();

@@ -4,12 +4,14 @@
 //! The modules follow the way a line travels: [`cli`] reads the command line, [`script`] parses
 //! a line into a command, [`runner`] numbers lines and reports failures, [`executor`] runs a
 //! command on the machine, [`picture`] draws it and [`demo`] holds the built-in script.
-#![forbid(unsafe_code)]
+//! [`replay`] replays recorded malloc traces; its heap modules are the only ones with `unsafe`.
+#![deny(unsafe_code)]
 
 mod cli;
 mod demo;
 mod executor;
 mod picture;
+mod replay;
 mod runner;
 mod script;
 
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Mode::Replay(args)) => replay::run(&args, &mut out, &mut err),
     };
     let flushed = out.flush().is_ok();
     if ok && flushed {

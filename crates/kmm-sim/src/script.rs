@@ -21,7 +21,11 @@ commands (one a line, '#' starts a comment):
   free_pages_exact NAME
   drain                      drain_all_pages (the lazy buddy also coalesces)
   cpu N                      run the next commands on CPU N
-  cat /proc/buddyinfo|/proc/pagetypeinfo|/proc/zoneinfo|/proc/meminfo
+  vmalloc NAME SIZE [gfp=GFP_KERNEL]     vzalloc NAME SIZE [gfp=...]     vfree NAME
+  kmap NAME PAGE             kunmap NAME    (PAGE names a live alloc_pages result)
+  kmap_atomic NAME PAGE      kunmap_atomic NAME   (newest first)
+  alloc_percpu NAME size=BYTES [align=8]     free_percpu NAME
+  cat /proc/buddyinfo|/proc/pagetypeinfo|/proc/zoneinfo|/proc/meminfo|/proc/vmallocinfo
   picture FILE.svg           write a picture of physical memory now
   summary
   help
@@ -34,17 +38,8 @@ const NOT_YET: &[&str] = &[
     "kzalloc",
     "kcalloc",
     "krealloc",
-    "vmalloc",
-    "vzalloc",
-    "vfree",
-    "kmap",
-    "kunmap",
-    "kmap_atomic",
-    "kunmap_atomic",
     "kmap_local_page",
     "kunmap_local",
-    "alloc_percpu",
-    "free_percpu",
 ];
 
 /// A parsed script command.
@@ -82,6 +77,52 @@ pub(crate) enum Command {
     /// `free_pages_exact NAME`.
     FreePagesExact {
         /// The name of an `alloc_pages_exact` allocation.
+        name: String,
+    },
+    /// `vmalloc NAME SIZE [gfp=...]` or `vzalloc NAME SIZE [gfp=...]`.
+    Vmalloc {
+        /// The name the area gets.
+        name: String,
+        /// The size in bytes.
+        size: usize,
+        /// The gfp text, or `None` for `GFP_KERNEL`.
+        gfp: Option<String>,
+        /// `vzalloc`: the memory is zeroed.
+        zero: bool,
+    },
+    /// `vfree NAME`.
+    Vfree {
+        /// The name of a vmalloc area.
+        name: String,
+    },
+    /// `kmap NAME PAGE` or `kmap_atomic NAME PAGE`.
+    Kmap {
+        /// The name the mapping gets.
+        name: String,
+        /// The name of the page allocation to map (its first frame).
+        page: String,
+        /// `kmap_atomic`: a per-CPU slot, released newest first.
+        atomic: bool,
+    },
+    /// `kunmap NAME` or `kunmap_atomic NAME`.
+    Kunmap {
+        /// The name of the mapping.
+        name: String,
+        /// `kunmap_atomic`.
+        atomic: bool,
+    },
+    /// `alloc_percpu NAME size=BYTES [align=N]`.
+    AllocPercpu {
+        /// The name the allocation gets.
+        name: String,
+        /// The size in bytes.
+        size: usize,
+        /// The alignment in bytes (8 unless given).
+        align: usize,
+    },
+    /// `free_percpu NAME`.
+    FreePercpu {
+        /// The name of a per-CPU allocation.
         name: String,
     },
     /// `drain`: `drain_all_pages`.
@@ -327,6 +368,64 @@ pub(crate) fn parse_line(line: &str) -> Result<Option<Command>, ParseError> {
             let (name, _) = named("free_pages_exact", &rest, &[])?;
             Command::FreePagesExact { name }
         }
+        word @ ("vmalloc" | "vzalloc") => {
+            let command = if word == "vmalloc" {
+                "vmalloc"
+            } else {
+                "vzalloc"
+            };
+            let (name, size, mut args) =
+                named_with(command, &rest, "a size, as in 'vmalloc E 40000'", &["gfp"])?;
+            let size = parse_size(size)
+                .and_then(|b| usize::try_from(b).map_err(|_| "too large for this host".to_owned()))
+                .map_err(|reason| ParseError::BadValue {
+                    key: "size",
+                    value: size.to_owned(),
+                    reason,
+                })?;
+            let gfp = args.text("gfp");
+            Command::Vmalloc {
+                name,
+                size,
+                gfp,
+                zero: command == "vzalloc",
+            }
+        }
+        "vfree" => {
+            let (name, _) = named("vfree", &rest, &[])?;
+            Command::Vfree { name }
+        }
+        word @ ("kmap" | "kmap_atomic") => {
+            let atomic = word == "kmap_atomic";
+            let command = if atomic { "kmap_atomic" } else { "kmap" };
+            let (name, page, _) = named_with(
+                command,
+                &rest,
+                "the name of a page allocation, as in 'kmap F A'",
+                &[],
+            )?;
+            check_name(page)?;
+            Command::Kmap {
+                name,
+                page: page.to_owned(),
+                atomic,
+            }
+        }
+        word @ ("kunmap" | "kunmap_atomic") => {
+            let atomic = word == "kunmap_atomic";
+            let (name, _) = named(if atomic { "kunmap_atomic" } else { "kunmap" }, &rest, &[])?;
+            Command::Kunmap { name, atomic }
+        }
+        "alloc_percpu" => {
+            let (name, mut args) = named("alloc_percpu", &rest, &["size", "align"])?;
+            let size = args.required("size", parse_number)?;
+            let align = args.optional("align", parse_number)?.unwrap_or(8);
+            Command::AllocPercpu { name, size, align }
+        }
+        "free_percpu" => {
+            let (name, _) = named("free_percpu", &rest, &[])?;
+            Command::FreePercpu { name }
+        }
         "drain" => {
             no_arguments("drain", &rest)?;
             Command::Drain
@@ -480,6 +579,27 @@ fn named<'a>(
     check_name(name)?;
     let args = KeyValues::parse(command, rest, keys)?;
     Ok((name.to_owned(), args))
+}
+
+/// Splits `NAME POSITIONAL key=value...` and checks the name and the keys.
+fn named_with<'a>(
+    command: &'static str,
+    tokens: &[&'a str],
+    what: &'static str,
+    keys: &[&'static str],
+) -> Result<(String, &'a str, KeyValues<'a>), ParseError> {
+    let Some((&name, rest)) = tokens.split_first() else {
+        return Err(ParseError::MissingName { command });
+    };
+    if name.contains('=') {
+        return Err(ParseError::MissingName { command });
+    }
+    check_name(name)?;
+    let Some((&positional, rest)) = rest.split_first().filter(|(p, _)| !p.contains('=')) else {
+        return Err(ParseError::MissingArgument { command, what });
+    };
+    let args = KeyValues::parse(command, rest, keys)?;
+    Ok((name.to_owned(), positional, args))
 }
 
 /// Checks that `name` is an identifier: a letter or `_`, then letters, digits and `_`.

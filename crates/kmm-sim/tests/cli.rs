@@ -109,6 +109,69 @@ fn the_worked_example_prints_the_expected_output() {
 }
 
 #[test]
+fn the_highmem_script_prints_the_expected_output() {
+    let script = scripts().join("highmem.kmm");
+    let expected = std::fs::read_to_string(scripts().join("highmem.out"))
+        .unwrap()
+        .replace(
+            "buddy=eager",
+            &format!("buddy={}", <kmm::DefaultBuddy as kmm::BuddyBackend>::NAME),
+        );
+    let run = kmm_sim(&["run", script.to_str().unwrap(), "--keep-going"], "");
+    // The one refused line: kunmap_atomic of the older of two nested mappings.
+    assert_eq!(
+        run.err,
+        "error: line 26: highmem: 0xfffdf000 is not the most recent kmap_local mapping \
+         (that is 0xfffe0000)\n"
+    );
+    assert_eq!(run.out, expected);
+    assert_eq!(run.code, Some(1));
+    // Both kmaps of A share slot 1; vmallocinfo sizes include the guard page.
+    let f = lines_starting(&run.out, "F:");
+    let f2 = lines_starting(&run.out, "F2:");
+    assert_eq!(field(f[0], "addr"), field(f2[0], "addr"));
+    assert_eq!(field(f[0], "slot"), Some("1"));
+    assert_eq!(
+        field(lines_starting(&run.out, "E:")[0], "pages"),
+        Some("10")
+    );
+    assert!(
+        run.out.contains(
+            "0xf8808000-0xf8813000   45056 MemoryManager::vmalloc pages=10 vmalloc N0=10\n"
+        )
+    );
+}
+
+#[test]
+fn vm_commands_refuse_misuse_and_go_on() {
+    let run = run_script(
+        "boot mem=64M\nalloc_pages A order=0\nvmalloc E 8K\nvfree A\nfree_pages E\nkmap F E\n\
+         kunmap A\nkunmap_atomic Z\nvfree E\nvfree E\nalloc_percpu H size=0\n\
+         alloc_percpu H size=4 align=4\nkmap F A\nkunmap_atomic F\nkunmap F\nfree_percpu H\n",
+        &["--keep-going"],
+    );
+    assert_eq!(run.code, Some(1));
+    let errors: Vec<&str> = run.err.lines().collect();
+    assert_eq!(
+        errors,
+        [
+            "error: line 4: 'A' came from alloc_pages: free it with free_pages",
+            "error: line 5: 'E' came from vmalloc: free it with vfree",
+            "error: line 6: 'E' is not a page allocation: kmap maps the first frame of an alloc_pages result",
+            "error: line 7: 'A' came from alloc_pages: free it with free_pages",
+            "error: line 8: no live allocation named 'Z'",
+            "error: line 10: no live allocation named 'E'",
+            "error: line 11: percpu: illegal size (0) or align (8) for percpu allocation",
+            "error: line 14: 'F' came from kmap: free it with kunmap",
+        ]
+    );
+    // On x86-64 host memory every frame is lowmem: kmap gives the direct map, no slot.
+    let f = lines_starting(&run.out, "F:")[0];
+    assert_eq!(field(f, "slot"), None);
+    assert_eq!(field(lines_starting(&run.out, "H:")[0], "chunk"), Some("0"));
+}
+
+#[test]
 fn every_allocation_line_starts_with_its_name() {
     let script = "\
 boot mem=64M cpus=2

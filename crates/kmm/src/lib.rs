@@ -12,26 +12,40 @@
 //!   CPUs through `kmm-host`. Without it the crate is `no_std` + `alloc`, and
 //!   memory comes from [`Backing::NoMemory`] or a [`PhysMemory`] of your own.
 #![no_std]
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: the per-CPU chunk source hands vmalloc memory to the
+// per-CPU allocator, and its module alone opts in.
+#![deny(unsafe_code)]
 
 extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
 mod manager;
+#[expect(
+    unsafe_code,
+    reason = "per-CPU chunks: vmalloc memory handed to the per-CPU allocator"
+)]
+mod percpu_chunks;
 pub mod procfs;
+pub mod vm;
 
 pub use kmm_buddy::{BuddyBackend, BuddyStats, EagerBuddy, FreeBlock, LazyBuddy};
 pub use kmm_gfp::{self as gfp, *};
+pub use kmm_highmem::{self as highmem, Highmem, HighmemError};
 pub use kmm_page::{
     self as page, MAX_PAGE_ORDER, NoMemory, PAGE_SIZE, PageAllocator, PageError, PageFrame, Pfn,
     PfnRange, PhysMemory,
 };
+pub use kmm_page::{Mmu, VirtAddr};
 pub use kmm_percpu::{CpuContext, FixedCpu};
+pub use kmm_percpu::{PercpuAllocator, PercpuError, PercpuPtr};
+pub use kmm_vmalloc::{self as vmalloc, VmallocError, VmallocSpace};
 pub use kmm_zone::{Arch, MachineLayout, ZoneError, ZonedAllocator, snapshot::ZoneSnapshot};
 pub use manager::{
     Backing, FrameState, KmmError, MachineConfig, MemoryManager, MemorySpec, Summary,
 };
+pub use percpu_chunks::VmallocChunks;
+pub use vm::VirtualLayout;
 
 #[cfg(feature = "lazy-buddy")]
 /// The buddy backend chosen by cargo feature: [`LazyBuddy`] (feature `lazy-buddy`).

@@ -7,12 +7,15 @@ use core::fmt;
 
 use kmm_buddy::BuddyBackend;
 use kmm_gfp::{Gfp, ZoneType};
-use kmm_page::{NoMemory, PageError, PageFlags, Pfn, PfnRange, PhysMemory};
-use kmm_percpu::{CpuContext, FixedCpu};
+use kmm_highmem::HighmemError;
+use kmm_page::{NoMemory, PageAllocator, PageError, PageFlags, Pfn, PfnRange, PhysMemory};
+use kmm_percpu::{CpuContext, FixedCpu, PerCpuError, PercpuError};
+use kmm_vmalloc::VmallocError;
 use kmm_zone::{
     Arch, MachineLayout, ZoneError, ZonedAllocator, ZonedConfig, snapshot::ZoneSnapshot,
 };
 
+use crate::vm::{Vm, VmParts};
 use crate::{DefaultBuddy, procfs};
 
 /// How much memory the machine has and where.
@@ -117,9 +120,24 @@ pub enum KmmError {
     /// The machine's CPU context is not one the manager can switch.
     #[error("the CPU context is the host's or your own: switch CPUs by binding threads")]
     NoCpuControl,
+    /// The CPU context refused to switch CPUs (preemption is disabled, for
+    /// example by an outstanding `kmap_atomic`).
+    #[error(transparent)]
+    Cpu(PerCpuError),
     /// The configuration is inconsistent.
     #[error("bad machine configuration: {0}")]
     Config(&'static str),
+    /// vmalloc refused (`vfree` of an address that starts no area, a double
+    /// `vfree`, no virtual space, ...).
+    #[error("vmalloc: {0}")]
+    Vmalloc(#[from] VmallocError),
+    /// A highmem mapping was refused (`kunmap` of a page that is not mapped,
+    /// `kunmap_atomic` out of LIFO order, ...).
+    #[error("highmem: {0}")]
+    Highmem(#[from] HighmemError),
+    /// The per-CPU allocator refused.
+    #[error("percpu: {0}")]
+    Percpu(#[from] PercpuError),
 }
 
 /// The state of one frame, for pictures of physical memory.
@@ -167,8 +185,9 @@ pub struct Summary {
 /// `B` is the buddy backend: [`DefaultBuddy`] unless named.
 pub struct MemoryManager<B: BuddyBackend = DefaultBuddy> {
     config: MachineConfig,
-    pages: ZonedAllocator<B>,
+    pages: Arc<ZonedAllocator<B>>,
     sim_cpus: Option<Arc<FixedCpu>>,
+    pub(crate) vm: Vm,
 }
 
 impl<B: BuddyBackend> fmt::Debug for MemoryManager<B> {
@@ -214,17 +233,36 @@ impl<B: BuddyBackend> MemoryManager<B> {
             MemorySpec::Toy { pages, free } => (MachineLayout::toy(*pages, free.clone()), true),
             MemorySpec::Ranges(ranges) => (MachineLayout::from_ranges(config.arch, ranges), false),
         };
-        let phys = make_backing(&config.backing, &layout)?;
+        let (phys, host) = make_backing(&config.backing, &layout)?;
+        let lowmem_end = layout.lowmem_end();
         let zoned = ZonedConfig {
             layout,
             pcp: config.pcp.unwrap_or(!toy),
             min_free_kbytes: config.min_free_kbytes,
         };
-        let pages = ZonedAllocator::new(zoned, cpus, phys)?;
+        let pages = Arc::new(ZonedAllocator::new(zoned, cpus.clone(), phys.clone())?);
+        let totalram = pages.snapshots().iter().map(|z| z.managed).sum();
+        let page_allocator: Arc<dyn PageAllocator> = pages.clone();
+        let vm = Vm::boot(VmParts {
+            arch: config.arch,
+            lowmem_end,
+            toy,
+            totalram,
+            pages: page_allocator,
+            phys,
+            cpus,
+            #[cfg(feature = "std")]
+            host: host.as_ref(),
+            #[cfg(not(feature = "std"))]
+            host: core::marker::PhantomData,
+        })?;
+        #[cfg(not(feature = "std"))]
+        let () = host;
         Ok(MemoryManager {
             config,
             pages,
             sim_cpus: None,
+            vm,
         })
     }
 
@@ -251,9 +289,12 @@ impl<B: BuddyBackend> MemoryManager<B> {
     /// Makes `cpu` the CPU that runs the next calls (simulated CPU context only).
     pub fn set_cpu(&self, cpu: usize) -> Result<(), KmmError> {
         let cpus = self.sim_cpus.as_ref().ok_or(KmmError::NoCpuControl)?;
-        cpus.set_current(cpu).map_err(|_| KmmError::BadCpu {
-            cpu,
-            nr_cpus: self.config.cpus,
+        cpus.set_current(cpu).map_err(|e| match e {
+            PerCpuError::CpuOutOfRange { .. } => KmmError::BadCpu {
+                cpu,
+                nr_cpus: self.config.cpus,
+            },
+            e => KmmError::Cpu(e),
         })
     }
 
@@ -310,6 +351,7 @@ impl<B: BuddyBackend> MemoryManager<B> {
         "/proc/pagetypeinfo",
         "/proc/zoneinfo",
         "/proc/meminfo",
+        "/proc/vmallocinfo",
     ];
 
     /// The text of a `/proc` file, exactly as Linux formats it, or `None` if
@@ -322,8 +364,14 @@ impl<B: BuddyBackend> MemoryManager<B> {
             "/proc/zoneinfo" => procfs::zoneinfo(&zones),
             "/proc/meminfo" => {
                 let highmem = zones.iter().any(|z| z.zone == ZoneType::HighMem);
-                procfs::meminfo(&procfs::MeminfoInput::new(zones, highmem))
+                let vm = self.vm_meminfo();
+                let mut input = procfs::MeminfoInput::new(zones, highmem);
+                input.vmalloc_total_kb = Some(vm.vmalloc_total_kb);
+                input.vmalloc_used_kb = Some(vm.vmalloc_used_kb);
+                input.percpu_kb = Some(vm.percpu_kb);
+                procfs::meminfo(&input)
             }
+            "/proc/vmallocinfo" => self.vmallocinfo(),
             _ => return None,
         })
     }
@@ -386,27 +434,40 @@ impl<B: BuddyBackend> MemoryManager<B> {
 
     /// Checks every invariant of every zone (lists, counts, conservation).
     pub fn check_invariants(&self) -> Result<(), String> {
-        self.pages.check_invariants()
+        self.pages.check_invariants()?;
+        self.check_vm_invariants()
     }
 }
+
+/// The host memory behind a machine, kept typed so that its MMU can map it.
+#[cfg(feature = "std")]
+type HostMem = Option<Arc<kmm_host::HostMemory>>;
+/// Without `std` there is no host memory.
+#[cfg(not(feature = "std"))]
+type HostMem = ();
 
 fn make_backing(
     backing: &Backing,
     layout: &MachineLayout,
-) -> Result<Arc<dyn PhysMemory>, KmmError> {
+) -> Result<(Arc<dyn PhysMemory>, HostMem), KmmError> {
+    #[cfg(feature = "std")]
+    let none = None;
+    #[cfg(not(feature = "std"))]
+    let none = ();
     Ok(match backing {
         #[cfg(feature = "std")]
         Backing::Host => {
             let ranges = layout.present_ranges();
             let mem = kmm_host::HostMemory::new(&ranges, layout.lowmem_end())
                 .map_err(|e| KmmError::Host(alloc::format!("{e}")))?;
-            Arc::new(mem)
+            let mem = Arc::new(mem);
+            (mem.clone(), Some(mem))
         }
         Backing::NoMemory => {
             let _ = layout;
-            Arc::new(NoMemory)
+            (Arc::new(NoMemory), none)
         }
-        Backing::Custom(mem) => mem.clone(),
+        Backing::Custom(mem) => (mem.clone(), none),
     })
 }
 

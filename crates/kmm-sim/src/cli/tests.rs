@@ -58,11 +58,50 @@ fn mistakes_are_usage_errors() {
         clap::error::ErrorKind::MissingRequiredArgument
     );
     assert_eq!(
-        parse(&["replay", "t.gz"]).unwrap_err().kind(),
+        parse(&["bench", "t.gz"]).unwrap_err().kind(),
         clap::error::ErrorKind::InvalidSubcommand
+    );
+    assert_eq!(
+        parse(&["replay"]).unwrap_err().kind(),
+        clap::error::ErrorKind::MissingRequiredArgument
+    );
+    assert_eq!(
+        parse(&["replay", "t.gz", "--compare", "glibc"])
+            .unwrap_err()
+            .kind(),
+        clap::error::ErrorKind::InvalidValue
+    );
+    assert_eq!(
+        parse(&["replay", "t.gz", "--mem", "12X"])
+            .unwrap_err()
+            .kind(),
+        clap::error::ErrorKind::ValueValidation
     );
     assert_eq!(
         parse(&["--version"]).unwrap_err().kind(),
         clap::error::ErrorKind::DisplayVersion
+    );
+}
+
+#[test]
+fn replay_takes_a_trace_and_options() {
+    use crate::replay::{Baseline, ReplayArgs};
+    let replay = |trace: &str, compare, mem, quiet| {
+        Some(Mode::Replay(ReplayArgs {
+            trace: PathBuf::from(trace),
+            compare,
+            mem,
+            quiet,
+        }))
+    };
+    assert_eq!(
+        parse(&["replay", "t.gz"]).unwrap().mode,
+        replay("t.gz", None, 256 << 20, false)
+    );
+    assert_eq!(
+        parse(&["replay", "--compare", "system", "--mem", "1G", "-q", "t"])
+            .unwrap()
+            .mode,
+        replay("t", Some(Baseline::System), 1 << 30, true)
     );
 }

@@ -41,6 +41,7 @@ fn the_demo_shows_every_proc_file_a_picture_and_summaries() {
         "/proc/pagetypeinfo",
         "/proc/zoneinfo",
         "/proc/meminfo",
+        "/proc/vmallocinfo",
     ] {
         assert!(commands.contains(&Command::Cat(file.to_owned())), "{file}");
     }

@@ -28,6 +28,7 @@ fn state(session: &mut Session) -> String {
         "/proc/pagetypeinfo",
         "/proc/zoneinfo",
         "/proc/meminfo",
+        "/proc/vmallocinfo",
     ] {
         text.push_str(&ok(session, &format!("cat {file}")));
     }
@@ -326,4 +327,55 @@ fn the_default_backend_is_the_one_the_features_chose() {
     let boot = ok(&mut session, "boot pages=16 backing=none");
     let name = <kmm::DefaultBuddy as kmm::BuddyBackend>::NAME;
     assert!(boot.contains(&format!(" buddy={name} ")), "{boot}");
+}
+
+#[test]
+fn refused_vm_commands_change_nothing() {
+    let mut session = Session::default();
+    ok(&mut session, "boot arch=x86_32 mem=2G backing=none");
+    ok(&mut session, "alloc_pages A order=0 gfp=GFP_HIGHUSER");
+    ok(&mut session, "alloc_pages B order=0 gfp=GFP_HIGHUSER");
+    let e = ok(&mut session, "vmalloc E 3");
+    assert!(e.starts_with("E: addr=0xf88"), "{e}");
+    assert!(e.ends_with(" size=4096 pages=1\n"), "{e}");
+    let g = ok(&mut session, "kmap_atomic G A");
+    let g2 = ok(&mut session, "kmap_atomic G2 B");
+    ok(&mut session, "alloc_percpu H size=4");
+    refused(&mut session, "kunmap_atomic G", "highmem: ");
+    refused(
+        &mut session,
+        "kunmap G2",
+        "'G2' came from kmap_atomic: free it with kunmap_atomic",
+    );
+    refused(&mut session, "vmalloc E 8K", "name 'E' is in use");
+    refused(
+        &mut session,
+        "vmalloc X 8K gfp=GFP_NOPE",
+        "bad gfp 'GFP_NOPE'",
+    );
+    refused(&mut session, "vmalloc X 4G", "vmalloc: ");
+    refused(&mut session, "kmap F E", "'E' is not a page allocation");
+    refused(
+        &mut session,
+        "alloc_percpu X size=40000",
+        "percpu: illegal size",
+    );
+    refused(
+        &mut session,
+        "free_percpu E",
+        "'E' came from vmalloc: free it with vfree",
+    );
+    refused(
+        &mut session,
+        "cpu 1",
+        "cannot move to cpu 1: preemption is disabled",
+    );
+    assert_ne!(g, g2);
+    ok(&mut session, "kunmap_atomic G2");
+    ok(&mut session, "kunmap_atomic G");
+    ok(&mut session, "cpu 1");
+    ok(&mut session, "vfree E");
+    refused(&mut session, "vfree E", "no live allocation named 'E'");
+    ok(&mut session, "free_percpu H");
+    check_invariants(&session);
 }

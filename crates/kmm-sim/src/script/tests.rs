@@ -324,29 +324,87 @@ fn simple_commands_take_their_positional_argument() {
 
 #[test]
 fn later_commands_are_not_available_yet() {
-    for word in [
-        "kmalloc",
-        "kfree",
-        "kmem_cache_create",
-        "kmem_cache_alloc",
-        "vmalloc",
-        "vfree",
-    ] {
+    for word in ["kmalloc", "kfree", "kmem_cache_create", "kmem_cache_alloc"] {
         assert_eq!(
             error(&format!("{word} B 100")),
             format!("'{word}' is not available yet")
         );
     }
-    for word in [
-        "kmap",
-        "kunmap",
-        "kmap_atomic",
-        "kunmap_atomic",
-        "alloc_percpu",
-        "free_percpu",
-    ] {
+    for word in ["kmap_local_page", "kunmap_local"] {
         assert_eq!(error(word), format!("'{word}' is not available yet"));
     }
+}
+
+#[test]
+fn vmalloc_kmap_and_percpu_commands_parse() {
+    let parse = |line: &str| parse_line(line).unwrap().unwrap();
+    assert_eq!(
+        parse("vmalloc E 40000"),
+        Command::Vmalloc {
+            name: "E".to_owned(),
+            size: 40000,
+            gfp: None,
+            zero: false
+        }
+    );
+    assert_eq!(
+        parse("vzalloc E 64K gfp=GFP_KERNEL"),
+        Command::Vmalloc {
+            name: "E".to_owned(),
+            size: 64 << 10,
+            gfp: Some("GFP_KERNEL".to_owned()),
+            zero: true
+        }
+    );
+    assert_eq!(
+        parse("vfree E"),
+        Command::Vfree {
+            name: "E".to_owned()
+        }
+    );
+    assert_eq!(
+        parse("kmap F A"),
+        Command::Kmap {
+            name: "F".to_owned(),
+            page: "A".to_owned(),
+            atomic: false
+        }
+    );
+    assert_eq!(
+        parse("kunmap_atomic G"),
+        Command::Kunmap {
+            name: "G".to_owned(),
+            atomic: true
+        }
+    );
+    assert_eq!(
+        parse("alloc_percpu H size=8"),
+        Command::AllocPercpu {
+            name: "H".to_owned(),
+            size: 8,
+            align: 8
+        }
+    );
+    assert_eq!(
+        parse("free_percpu H"),
+        Command::FreePercpu {
+            name: "H".to_owned()
+        }
+    );
+    assert_eq!(
+        error("vmalloc E"),
+        "'vmalloc' needs a size, as in 'vmalloc E 40000'"
+    );
+    assert_eq!(
+        error("vmalloc E lots"),
+        "bad value 'lots' for size=: expected a size such as 4096, 16K, 64M or 2G"
+    );
+    assert_eq!(
+        error("kmap F"),
+        "'kmap' needs the name of a page allocation, as in 'kmap F A'"
+    );
+    assert_eq!(error("kmap F A B"), "expected key=value, found 'B'");
+    assert_eq!(error("alloc_percpu H"), "'alloc_percpu' needs size=");
 }
 
 #[test]

@@ -1,0 +1,1288 @@
+//! The SLUB machinery: caches, per-CPU slabs, node partial lists, slab
+//! creation and discard, and the debug checks (`mm/slub.c`).
+//!
+//! Locking, as in SLUB: each CPU's active ("frozen") slab and its lockless
+//! freelist sit behind that CPU's own lock in the cache (uncontended on its
+//! CPU: one atomic); every slab's own freelist, state and the node partial
+//! list sit behind the cache's node lock (`list_lock`). The lock order is CPU
+//! lock, then node lock. A slab is freed only under the node lock after it is
+//! unlinked from everything, and a frozen slab is unfrozen only under its
+//! CPU's lock, which is what keeps every [`SlabMem`] used below valid.
+//!
+//! No heap allocation happens on any allocation or free path (the slab table
+//! grows by one chunk every 1024 slabs, outside the cache locks), so a global
+//! allocator built on this crate does not recurse into a lock it holds.
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use core::fmt;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering::Relaxed};
+
+use crossbeam_utils::CachePadded;
+use kmm_gfp::Gfp;
+use kmm_page::{PAGE_SIZE, PageFlags, PageType, Pfn};
+use spin::Mutex;
+
+use crate::allocator::SlabAllocator;
+use crate::layout::{
+    ObjectLayout, POISON_END, POISON_FREE, POISON_INUSE, Reciprocal, SLUB_RED_ACTIVE,
+    SLUB_RED_INACTIVE, TRACK_SIZE,
+};
+use crate::raw::SlabMem;
+use crate::{SlabError, SlabFlags};
+
+/// "No object" in a freelist.
+pub(crate) const NIL: usize = usize::MAX;
+/// "No slab" in a slab id field and in list links.
+pub(crate) const NO_SLAB: u32 = u32::MAX;
+
+/// Slab states (`SlabMeta::state`).
+pub(crate) const S_DEAD: u32 = 0;
+pub(crate) const S_FULL: u32 = 1;
+pub(crate) const S_PARTIAL: u32 = 2;
+/// `S_FROZEN + cpu`: the active slab of `cpu`.
+pub(crate) const S_FROZEN: u32 = 3;
+
+/// The gfp bits a cache passes on to the page allocator
+/// (`GFP_RECLAIM_MASK | GFP_CONSTRAINT_MASK`).
+pub(crate) const GFP_SLAB_PASS: Gfp = Gfp::DIRECT_RECLAIM
+    .union(Gfp::KSWAPD_RECLAIM)
+    .union(Gfp::HIGH)
+    .union(Gfp::IO)
+    .union(Gfp::FS)
+    .union(Gfp::NOWARN)
+    .union(Gfp::RETRY_MAYFAIL)
+    .union(Gfp::NOFAIL)
+    .union(Gfp::NORETRY)
+    .union(Gfp::MEMALLOC)
+    .union(Gfp::NOMEMALLOC)
+    .union(Gfp::HARDWALL)
+    .union(Gfp::THISNODE);
+
+/// One slab's descriptor (`struct slab`). Fields are atomics read and written
+/// with relaxed ordering under the locks named in the module docs.
+#[derive(Debug, Default)]
+pub(crate) struct SlabMeta {
+    /// Owning cache id + 1; 0 while the entry is unused.
+    pub(crate) cache: AtomicU32,
+    pub(crate) pfn: AtomicUsize,
+    pub(crate) base: AtomicPtr<u8>,
+    pub(crate) order: AtomicU32,
+    pub(crate) objects: AtomicU32,
+    pub(crate) state: AtomicU32,
+    /// Offset of the first object on the slab's own freelist, or `NIL`.
+    pub(crate) freelist: AtomicUsize,
+    /// Length of the slab's own freelist.
+    pub(crate) nr_free: AtomicU32,
+    /// Partial-list links; `next` also links free descriptor ids and discards.
+    pub(crate) next: AtomicU32,
+    pub(crate) prev: AtomicU32,
+}
+
+impl SlabMeta {
+    fn len(&self) -> usize {
+        PAGE_SIZE << self.order.load(Relaxed)
+    }
+}
+
+/// A CPU's slab (`struct kmem_cache_cpu`).
+#[derive(Debug)]
+pub(crate) struct CpuSlab {
+    pub(crate) slab: u32,
+    base: AtomicPtr<u8>,
+    len: usize,
+    /// Offset of the last object start; an offset at or below it is inside the objects.
+    last: usize,
+    pub(crate) freelist: usize,
+    pub(crate) nr_free: usize,
+}
+
+impl CpuSlab {
+    fn new() -> CpuSlab {
+        CpuSlab {
+            slab: NO_SLAB,
+            base: AtomicPtr::new(core::ptr::null_mut()),
+            len: 0,
+            last: 0,
+            freelist: NIL,
+            nr_free: 0,
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = CpuSlab::new();
+    }
+}
+
+/// A cache's node (`struct kmem_cache_node`): the partial list and counters.
+#[derive(Debug)]
+pub(crate) struct Node {
+    head: u32,
+    tail: u32,
+    pub(crate) nr_partial: usize,
+    pub(crate) nr_slabs: usize,
+    pub(crate) total_objects: usize,
+    /// Objects on the slabs' own freelists.
+    pub(crate) free_objects: usize,
+    pub(crate) pages: usize,
+}
+
+/// A slab cache (`struct kmem_cache`).
+pub(crate) struct Cache {
+    pub(crate) id: u32,
+    pub(crate) owner: u64,
+    pub(crate) name: Arc<str>,
+    pub(crate) flags: SlabFlags,
+    pub(crate) layout: ObjectLayout,
+    pub(crate) ctor: Option<fn(NonNull<u8>)>,
+    pub(crate) debug: bool,
+    pub(crate) min_partial: usize,
+    pub(crate) allocflags: Gfp,
+    recip: Reciprocal,
+    pub(crate) destroyed: AtomicBool,
+    pub(crate) cpu: Box<[CachePadded<Mutex<CpuSlab>>]>,
+    pub(crate) node: Mutex<Node>,
+}
+
+impl fmt::Debug for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("name", &self.name)
+            .field("flags", &self.flags)
+            .field("layout", &self.layout)
+            .field("destroyed", &self.destroyed.load(Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a constructor of one plain struct"
+    )]
+    pub(crate) fn new(
+        id: u32,
+        owner: u64,
+        name: Arc<str>,
+        flags: SlabFlags,
+        layout: ObjectLayout,
+        ctor: Option<fn(NonNull<u8>)>,
+        nr_cpus: usize,
+        min_partial: usize,
+    ) -> Cache {
+        let mut allocflags = Gfp::COMP;
+        if flags.contains(SlabFlags::CACHE_DMA) {
+            allocflags |= Gfp::DMA;
+        }
+        if flags.contains(SlabFlags::RECLAIM_ACCOUNT) {
+            allocflags |= Gfp::RECLAIMABLE;
+        }
+        Cache {
+            id,
+            owner,
+            name,
+            flags,
+            layout,
+            ctor,
+            debug: flags.intersects(crate::flags::DEBUG_FLAGS),
+            min_partial,
+            allocflags,
+            recip: Reciprocal::new(layout.size),
+            destroyed: AtomicBool::new(false),
+            cpu: (0..nr_cpus.max(1))
+                .map(|_| CachePadded::new(Mutex::new(CpuSlab::new())))
+                .collect(),
+            node: Mutex::new(Node {
+                head: NO_SLAB,
+                tail: NO_SLAB,
+                nr_partial: 0,
+                nr_slabs: 0,
+                total_objects: 0,
+                free_objects: 0,
+                pages: 0,
+            }),
+        }
+    }
+
+    /// Offset of the last object start in a slab of `objects` objects.
+    fn last_off(&self, objects: usize) -> usize {
+        objects.saturating_sub(1) * self.layout.size + self.layout.red_left_pad
+    }
+
+    /// Whether `off` (from the slab base) is an object start below `last`.
+    #[inline]
+    fn is_object_start(&self, off: usize, last: usize) -> bool {
+        if off > last || off < self.layout.red_left_pad {
+            return false;
+        }
+        let rel = off - self.layout.red_left_pad;
+        self.recip.div(rel) * self.layout.size == rel
+    }
+
+    fn addr_of(mem: &SlabMem, off: usize) -> usize {
+        mem.base().as_ptr().addr().wrapping_add(off)
+    }
+}
+
+/// What the frame of an address says it belongs to (`virt_to_slab` / `virt_to_folio`).
+pub(crate) enum Lookup {
+    Slab(u32),
+    Large { pfn: Pfn, order: u32 },
+}
+
+/// The `S_FROZEN` state of `cpu`.
+fn frozen(cpu: usize) -> u32 {
+    S_FROZEN + cpu as u32
+}
+
+impl SlabAllocator {
+    /// This CPU's slot in `cache` (slot 0 if the context reports a CPU beyond the machine).
+    #[inline]
+    fn this_cpu(&self, cache: &Cache) -> usize {
+        let cpu = self.cpus.current_cpu();
+        if cpu < cache.cpu.len() { cpu } else { 0 }
+    }
+
+    /// The memory of the frozen slab of `c`.
+    #[expect(unsafe_code, reason = "the slab layer owns its slabs' bytes")]
+    #[inline]
+    fn cpu_mem(c: &mut CpuSlab) -> Option<SlabMem> {
+        let base = NonNull::new(*c.base.get_mut())?;
+        // SAFETY: `c` is borrowed from its CPU lock and holds a frozen slab:
+        // the slab is unfrozen (and only then freeable) under this same lock,
+        // so its pages stay allocated to the slab layer while the returned
+        // value is used, which ends before the caller drops the lock.
+        Some(unsafe { SlabMem::new(base, c.len) })
+    }
+
+    /// The memory of a slab, for a caller holding the node lock of its cache
+    /// (or holding one of its objects, which keeps it from being discarded).
+    #[expect(unsafe_code, reason = "the slab layer owns its slabs' bytes")]
+    fn slab_mem(meta: &SlabMeta) -> Option<SlabMem> {
+        let base = NonNull::new(meta.base.load(Relaxed))?;
+        if meta.state.load(Relaxed) == S_DEAD {
+            return None;
+        }
+        // SAFETY: the slab is live (state checked under the node lock, which
+        // the caller holds and under which alone a slab dies), so its
+        // `PAGE_SIZE << order` bytes at `base` are held by the slab layer
+        // until after the caller drops the lock.
+        Some(unsafe { SlabMem::new(base, meta.len()) })
+    }
+
+    /// The memory of a large kmalloc block being handed out or taken back.
+    #[expect(
+        unsafe_code,
+        reason = "the slab layer owns its large kmalloc blocks' bytes"
+    )]
+    pub(crate) fn large_mem(&self, pfn: Pfn, order: u32) -> Option<SlabMem> {
+        let base = self.block_base(pfn, order)?;
+        // SAFETY: the caller holds the block (just allocated, or validated as
+        // a live large kmalloc under the large lock), and `block_base` checked
+        // that its pages are contiguous in the direct map.
+        Some(unsafe { SlabMem::new(base, PAGE_SIZE << order) })
+    }
+
+    /// The direct-map address of a block, if every page of it is mapped contiguously.
+    pub(crate) fn block_base(&self, pfn: Pfn, order: u32) -> Option<NonNull<u8>> {
+        let phys = self.pages.phys_memory();
+        let base = phys.direct_map(pfn)?;
+        for i in 1..(1usize << order) {
+            let p = phys.direct_map(Pfn(pfn.0 + i))?;
+            if p.as_ptr().addr() != base.as_ptr().addr() + i * PAGE_SIZE {
+                return None;
+            }
+        }
+        Some(base)
+    }
+
+    pub(crate) fn meta(&self, id: u32) -> Option<&SlabMeta> {
+        self.slabs.get(id as usize)
+    }
+
+    /// `virt_to_slab`: which slab (or large kmalloc) holds `addr`.
+    pub(crate) fn lookup(&self, addr: usize) -> Result<Lookup, SlabError> {
+        let foreign = SlabError::ForeignPointer { addr };
+        let pfn = self
+            .pages
+            .phys_memory()
+            .virt_to_pfn(addr)
+            .ok_or(foreign.clone())?;
+        let f = self.pages.pfn_to_page(pfn).ok_or(foreign.clone())?;
+        if f.test(PageFlags::SLAB) {
+            return Ok(Lookup::Slab(f.private()));
+        }
+        let large_tag = |p: u32| p >> 8 == self.tag;
+        if f.page_type() == PageType::LargeKmalloc && large_tag(f.private()) {
+            return Ok(Lookup::Large {
+                pfn,
+                order: f.private() & 0xff,
+            });
+        }
+        if f.test(PageFlags::TAIL) {
+            let head = pfn.0.checked_sub(f.private() as usize).map(Pfn);
+            if let Some(h) = head.and_then(|h| self.pages.pfn_to_page(h))
+                && h.page_type() == PageType::LargeKmalloc
+                && large_tag(h.private())
+            {
+                return Err(SlabError::NotObjectStart {
+                    addr,
+                    cache: self.large_name.clone(),
+                });
+            }
+        }
+        Err(foreign)
+    }
+
+    /// Frees the object at `obj` of `cache` (`kmem_cache_free` / `slab_free`).
+    pub(crate) fn cache_free(&self, cache: &Cache, obj: NonNull<u8>) -> Result<(), SlabError> {
+        if cache.debug {
+            return self.free_slow(cache, obj);
+        }
+        let addr = obj.as_ptr().addr();
+        let cpu = self.this_cpu(cache);
+        {
+            let mut c = cache.cpu[cpu].lock();
+            let base = *c.base.get_mut();
+            let off = addr.wrapping_sub(base.addr());
+            if !base.is_null() && off <= c.last {
+                // `do_slab_free` fast path: the object is in this CPU's slab.
+                if !cache.is_object_start(off, c.last) {
+                    return Err(SlabError::NotObjectStart {
+                        addr,
+                        cache: cache.name.clone(),
+                    });
+                }
+                if off == c.freelist {
+                    return Err(SlabError::DoubleFree {
+                        cache: cache.name.clone(),
+                        object: addr,
+                    });
+                }
+                let head = c.freelist;
+                let Some(mem) = Self::cpu_mem(&mut c) else {
+                    return Err(SlabError::ForeignPointer { addr });
+                };
+                if !mem.write_word(off + cache.layout.offset, head) {
+                    return Err(SlabError::NotObjectStart {
+                        addr,
+                        cache: cache.name.clone(),
+                    });
+                }
+                c.freelist = off;
+                c.nr_free += 1;
+                return Ok(());
+            }
+        }
+        self.free_slow(cache, obj)
+    }
+
+    /// Checks that `meta` (looked up from the frame of `addr`) is a live slab
+    /// of `cache` holding an object that starts at `addr`; returns its offset.
+    /// The caller holds the node lock.
+    fn validate(&self, cache: &Cache, meta: &SlabMeta, addr: usize) -> Result<usize, SlabError> {
+        let owner = meta.cache.load(Relaxed);
+        if owner != cache.id + 1 || meta.state.load(Relaxed) == S_DEAD {
+            return Err(SlabError::ForeignPointer { addr });
+        }
+        let base = meta.base.load(Relaxed).addr();
+        let off = addr.wrapping_sub(base);
+        if off >= meta.len() {
+            return Err(SlabError::ForeignPointer { addr });
+        }
+        let last = cache.last_off(meta.objects.load(Relaxed) as usize);
+        if !cache.is_object_start(off, last) {
+            return Err(SlabError::NotObjectStart {
+                addr,
+                cache: cache.name.clone(),
+            });
+        }
+        Ok(off)
+    }
+
+    /// The cache id recorded for slab `id`, if the cache differs from `cache`
+    /// (for `WrongCache` reports, read without locks).
+    fn other_cache(&self, cache: &Cache, meta: &SlabMeta, addr: usize) -> Result<(), SlabError> {
+        let owner = meta.cache.load(Relaxed);
+        if owner == 0 || owner == cache.id + 1 {
+            return Ok(());
+        }
+        match self.cache_by_id(owner - 1) {
+            Some(actual) if actual.owner == self.instance => Err(SlabError::WrongCache {
+                addr,
+                given: cache.name.clone(),
+                actual: actual.name.clone(),
+            }),
+            _ => Err(SlabError::ForeignPointer { addr }),
+        }
+    }
+
+    /// `__slab_free`: frees to the slab's own freelist under the node lock
+    /// (remote frees, and every free of a debug cache).
+    fn free_slow(&self, cache: &Cache, obj: NonNull<u8>) -> Result<(), SlabError> {
+        let addr = obj.as_ptr().addr();
+        let id = match self.lookup(addr)? {
+            Lookup::Slab(id) => id,
+            Lookup::Large { .. } => {
+                return Err(SlabError::WrongCache {
+                    addr,
+                    given: cache.name.clone(),
+                    actual: self.large_name.clone(),
+                });
+            }
+        };
+        let meta = self.meta(id).ok_or(SlabError::ForeignPointer { addr })?;
+        self.other_cache(cache, meta, addr)?;
+        let mut report = None;
+        let mut discard = NO_SLAB;
+        {
+            let mut n = cache.node.lock();
+            let off = self.validate(cache, meta, addr)?;
+            let mem = Self::slab_mem(meta).ok_or(SlabError::ForeignPointer { addr })?;
+            let head = meta.freelist.load(Relaxed);
+            if off == head || (cache.debug && self.on_freelist(cache, meta, &mem, off)) {
+                return Err(SlabError::DoubleFree {
+                    cache: cache.name.clone(),
+                    object: addr,
+                });
+            }
+            if cache.debug {
+                report = self
+                    .check_red_zones(cache, &mem, off, SLUB_RED_ACTIVE)
+                    .err();
+                self.init_object(cache, &mem, off, false);
+                self.store_user(cache, &mem, off, 1);
+            }
+            mem.write_word(off + cache.layout.offset, head);
+            meta.freelist.store(off, Relaxed);
+            let nr_free = meta.nr_free.load(Relaxed) + 1;
+            meta.nr_free.store(nr_free, Relaxed);
+            n.free_objects += 1;
+            let empty = nr_free == meta.objects.load(Relaxed);
+            match meta.state.load(Relaxed) {
+                S_FULL => {
+                    if empty && n.nr_partial >= cache.min_partial {
+                        self.unlink_dead(cache, &mut n, id, meta);
+                        discard = id;
+                    } else {
+                        meta.state.store(S_PARTIAL, Relaxed);
+                        self.add_partial(&mut n, id, true);
+                    }
+                }
+                S_PARTIAL if empty && n.nr_partial >= cache.min_partial => {
+                    self.remove_partial(&mut n, id);
+                    self.unlink_dead(cache, &mut n, id, meta);
+                    discard = id;
+                }
+                _ => {}
+            }
+        }
+        if discard != NO_SLAB {
+            self.free_slab(discard);
+        }
+        match report {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// `on_freelist`: whether `off` is on the slab's own freelist (bounded walk).
+    fn on_freelist(&self, cache: &Cache, meta: &SlabMeta, mem: &SlabMem, off: usize) -> bool {
+        let mut cur = meta.freelist.load(Relaxed);
+        let last = cache.last_off(meta.objects.load(Relaxed) as usize);
+        let mut steps = 0;
+        while cur != NIL && cur <= last && steps <= meta.objects.load(Relaxed) {
+            if cur == off {
+                return true;
+            }
+            cur = mem.read_word(cur + cache.layout.offset).unwrap_or(NIL);
+            steps += 1;
+        }
+        false
+    }
+
+    /// Allocates an object of `cache` (`slab_alloc_node`).
+    #[inline]
+    pub(crate) fn cache_alloc(&self, cache: &Cache, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+        if cache.debug {
+            return self.alloc_debug(cache, gfp);
+        }
+        let cpu = self.this_cpu(cache);
+        let mut c = cache.cpu[cpu].lock();
+        if cache.destroyed.load(Relaxed) {
+            return Err(SlabError::Destroyed {
+                cache: cache.name.clone(),
+            });
+        }
+        let (mem, off) = match self.cpu_pop(cache, &mut c)? {
+            Some(x) => x,
+            None => self.alloc_slow(cache, &mut c, cpu, gfp)?,
+        };
+        if gfp.contains(Gfp::ZERO) {
+            mem.fill(off, cache.layout.object_size, 0);
+        }
+        mem.ptr(off).ok_or(SlabError::Corrupted {
+            cache: cache.name.clone(),
+            object: 0,
+        })
+    }
+
+    /// Pops the first object of the CPU freelist (the fast path).
+    #[inline]
+    fn cpu_pop(
+        &self,
+        cache: &Cache,
+        c: &mut CpuSlab,
+    ) -> Result<Option<(SlabMem, usize)>, SlabError> {
+        let off = c.freelist;
+        if off == NIL {
+            return Ok(None);
+        }
+        let Some(mem) = Self::cpu_mem(c) else {
+            return Ok(None);
+        };
+        let next = mem.read_word(off + cache.layout.offset).unwrap_or(NIL - 1);
+        if next != NIL && next > c.last {
+            // The free pointer was overwritten: drop the rest of the list.
+            c.freelist = NIL;
+            c.nr_free = 0;
+            return Err(SlabError::Corrupted {
+                cache: cache.name.clone(),
+                object: Cache::addr_of(&mem, off),
+            });
+        }
+        c.freelist = next;
+        c.nr_free = c.nr_free.saturating_sub(1);
+        Ok(Some((mem, off)))
+    }
+
+    /// `___slab_alloc`: refill the CPU freelist from the slab's remote frees,
+    /// the node partial list, or a new slab, and pop.
+    fn alloc_slow(
+        &self,
+        cache: &Cache,
+        c: &mut CpuSlab,
+        cpu: usize,
+        gfp: Gfp,
+    ) -> Result<(SlabMem, usize), SlabError> {
+        {
+            let mut n = cache.node.lock();
+            if c.slab != NO_SLAB
+                && let Some(meta) = self.meta(c.slab)
+            {
+                let remote = meta.freelist.load(Relaxed);
+                if remote != NIL {
+                    // `get_freelist`: take over the objects freed remotely.
+                    let nr = meta.nr_free.load(Relaxed) as usize;
+                    c.freelist = remote;
+                    c.nr_free = nr;
+                    n.free_objects -= nr;
+                    meta.freelist.store(NIL, Relaxed);
+                    meta.nr_free.store(0, Relaxed);
+                } else {
+                    let d = self.deactivate(cache, c, &mut n);
+                    debug_assert_eq!(d, NO_SLAB);
+                }
+            }
+            if c.freelist == NIL {
+                c.clear();
+                if let Some(id) = self.pop_partial(&mut n) {
+                    self.freeze(cache, c, &mut n, id, cpu);
+                }
+            }
+        }
+        if let Some(x) = self.cpu_pop(cache, c)? {
+            return Ok(x);
+        }
+        let id = self.new_slab(cache, gfp)?;
+        let meta = self.meta(id).ok_or(SlabError::TooMany("slabs"))?;
+        {
+            let mut n = cache.node.lock();
+            Self::account_new(&mut n, meta);
+            meta.state.store(frozen(cpu), Relaxed);
+            c.slab = id;
+            *c.base.get_mut() = meta.base.load(Relaxed);
+            c.len = meta.len();
+            c.last = cache.last_off(meta.objects.load(Relaxed) as usize);
+            c.freelist = meta.freelist.load(Relaxed);
+            c.nr_free = meta.nr_free.load(Relaxed) as usize;
+            meta.freelist.store(NIL, Relaxed);
+            meta.nr_free.store(0, Relaxed);
+        }
+        self.cpu_pop(cache, c)?.ok_or(SlabError::Corrupted {
+            cache: cache.name.clone(),
+            object: 0,
+        })
+    }
+
+    fn account_new(n: &mut Node, meta: &SlabMeta) {
+        n.nr_slabs += 1;
+        n.total_objects += meta.objects.load(Relaxed) as usize;
+        n.pages += 1 << meta.order.load(Relaxed);
+    }
+
+    /// Makes partial slab `id` the CPU slab of `c`.
+    fn freeze(&self, cache: &Cache, c: &mut CpuSlab, n: &mut Node, id: u32, cpu: usize) {
+        let Some(meta) = self.meta(id) else { return };
+        let nr = meta.nr_free.load(Relaxed) as usize;
+        meta.state.store(frozen(cpu), Relaxed);
+        c.slab = id;
+        *c.base.get_mut() = meta.base.load(Relaxed);
+        c.len = meta.len();
+        c.last = cache.last_off(meta.objects.load(Relaxed) as usize);
+        c.freelist = meta.freelist.load(Relaxed);
+        c.nr_free = nr;
+        n.free_objects -= nr;
+        meta.freelist.store(NIL, Relaxed);
+        meta.nr_free.store(0, Relaxed);
+    }
+
+    /// `deactivate_slab`: gives the CPU slab back to the node; returns the
+    /// slab id if it must be discarded (already unlinked), else `NO_SLAB`.
+    pub(crate) fn deactivate(&self, cache: &Cache, c: &mut CpuSlab, n: &mut Node) -> u32 {
+        let id = c.slab;
+        let Some(meta) = (id != NO_SLAB).then(|| self.meta(id)).flatten() else {
+            c.clear();
+            return NO_SLAB;
+        };
+        if c.freelist != NIL
+            && let Some(mem) = Self::cpu_mem(c)
+        {
+            // Walk to the tail of the CPU freelist (bounded), then splice.
+            let mut cur = c.freelist;
+            let mut steps = 1usize;
+            loop {
+                let next = mem.read_word(cur + cache.layout.offset).unwrap_or(NIL);
+                if next == NIL {
+                    break;
+                }
+                if next > c.last || steps >= c.nr_free {
+                    mem.write_word(cur + cache.layout.offset, NIL);
+                    break;
+                }
+                cur = next;
+                steps += 1;
+            }
+            mem.write_word(cur + cache.layout.offset, meta.freelist.load(Relaxed));
+            meta.freelist.store(c.freelist, Relaxed);
+            meta.nr_free
+                .store(meta.nr_free.load(Relaxed) + steps as u32, Relaxed);
+            n.free_objects += steps;
+        }
+        c.clear();
+        let nr_free = meta.nr_free.load(Relaxed);
+        if nr_free == meta.objects.load(Relaxed) && n.nr_partial >= cache.min_partial {
+            self.unlink_dead(cache, n, id, meta);
+            return id;
+        }
+        if nr_free > 0 {
+            meta.state.store(S_PARTIAL, Relaxed);
+            self.add_partial(n, id, false);
+        } else {
+            meta.state.store(S_FULL, Relaxed);
+        }
+        NO_SLAB
+    }
+
+    /// Takes slab `id` out of the counters and marks it dead (it is on no list).
+    fn unlink_dead(&self, _cache: &Cache, n: &mut Node, _id: u32, meta: &SlabMeta) {
+        let objects = meta.objects.load(Relaxed) as usize;
+        n.nr_slabs -= 1;
+        n.total_objects -= objects;
+        n.free_objects -= meta.nr_free.load(Relaxed) as usize;
+        n.pages -= 1 << meta.order.load(Relaxed);
+        meta.state.store(S_DEAD, Relaxed);
+        meta.freelist.store(NIL, Relaxed);
+        meta.nr_free.store(0, Relaxed);
+    }
+
+    fn add_partial(&self, n: &mut Node, id: u32, tail: bool) {
+        let Some(meta) = self.meta(id) else { return };
+        if tail {
+            meta.next.store(NO_SLAB, Relaxed);
+            meta.prev.store(n.tail, Relaxed);
+            match self.meta(n.tail) {
+                Some(t) => t.next.store(id, Relaxed),
+                None => n.head = id,
+            }
+            n.tail = id;
+        } else {
+            meta.prev.store(NO_SLAB, Relaxed);
+            meta.next.store(n.head, Relaxed);
+            match self.meta(n.head) {
+                Some(h) => h.prev.store(id, Relaxed),
+                None => n.tail = id,
+            }
+            n.head = id;
+        }
+        n.nr_partial += 1;
+    }
+
+    fn remove_partial(&self, n: &mut Node, id: u32) {
+        let Some(meta) = self.meta(id) else { return };
+        let (prev, next) = (meta.prev.load(Relaxed), meta.next.load(Relaxed));
+        match self.meta(prev) {
+            Some(p) => p.next.store(next, Relaxed),
+            None => n.head = next,
+        }
+        match self.meta(next) {
+            Some(x) => x.prev.store(prev, Relaxed),
+            None => n.tail = prev,
+        }
+        meta.next.store(NO_SLAB, Relaxed);
+        meta.prev.store(NO_SLAB, Relaxed);
+        n.nr_partial -= 1;
+    }
+
+    fn pop_partial(&self, n: &mut Node) -> Option<u32> {
+        let id = n.head;
+        if id == NO_SLAB {
+            return None;
+        }
+        self.remove_partial(n, id);
+        Some(id)
+    }
+
+    /// The partial slabs of a node, head first (for checks and shrink).
+    pub(crate) fn partial_ids(&self, n: &Node, mut f: impl FnMut(u32)) {
+        let mut id = n.head;
+        let mut steps = 0;
+        while id != NO_SLAB && steps <= n.nr_partial {
+            f(id);
+            id = self.meta(id).map_or(NO_SLAB, |m| m.next.load(Relaxed));
+            steps += 1;
+        }
+    }
+
+    /// `allocate_slab` + `shuffle_freelist`/`setup_object`: a new slab with
+    /// every object on its own freelist, in address order. Not yet counted
+    /// in the node; its state is `S_FULL` until the caller places it.
+    fn new_slab(&self, cache: &Cache, gfp: Gfp) -> Result<u32, SlabError> {
+        let l = &cache.layout;
+        let page_gfp = (gfp & GFP_SLAB_PASS) | cache.allocflags;
+        let (pfn, order) = match self
+            .pages
+            .alloc_pages(page_gfp | Gfp::NOWARN | Gfp::NORETRY, l.order)
+        {
+            Ok(pfn) => (pfn, l.order),
+            Err(e) if l.min_order >= l.order => return Err(SlabError::NoMemory(e)),
+            Err(_) => match self.pages.alloc_pages(page_gfp, l.min_order) {
+                Ok(pfn) => (pfn, l.min_order),
+                Err(e) => return Err(SlabError::NoMemory(e)),
+            },
+        };
+        let Some(base) = self.block_base(pfn, order) else {
+            let _ = self.pages.free_pages(pfn, order);
+            return Err(SlabError::NoMemory(kmm_page::PageError::NoAddress(pfn)));
+        };
+        let id = match self.alloc_slab_id() {
+            Some(id) => id,
+            None => {
+                let _ = self.pages.free_pages(pfn, order);
+                return Err(SlabError::TooMany("slabs"));
+            }
+        };
+        let Some(meta) = self.meta(id) else {
+            let _ = self.pages.free_pages(pfn, order);
+            return Err(SlabError::TooMany("slabs"));
+        };
+        let objects = (PAGE_SIZE << order) / l.size;
+        meta.pfn.store(pfn.0, Relaxed);
+        meta.base.store(base.as_ptr(), Relaxed);
+        meta.order.store(order, Relaxed);
+        meta.objects.store(objects as u32, Relaxed);
+        meta.state.store(S_FULL, Relaxed);
+        meta.next.store(NO_SLAB, Relaxed);
+        meta.prev.store(NO_SLAB, Relaxed);
+        // The frames say which slab they belong to (`slab_set_pfmemalloc`, `__folio_set_slab`).
+        for i in 0..(1usize << order) {
+            if let Some(f) = self.pages.pfn_to_page(Pfn(pfn.0 + i)) {
+                f.set_private(id);
+                if i == 0 {
+                    f.set_page_type(PageType::Slab);
+                    f.set(PageFlags::SLAB);
+                    if order > 0 {
+                        f.set(PageFlags::HEAD);
+                    }
+                } else {
+                    f.set(PageFlags::SLAB | PageFlags::TAIL);
+                }
+            }
+        }
+        meta.cache.store(cache.id + 1, Relaxed);
+        let Some(mem) = Self::slab_mem(meta) else {
+            return Err(SlabError::TooMany("slabs"));
+        };
+        if cache.flags.contains(SlabFlags::POISON) {
+            mem.fill(0, mem.len(), POISON_INUSE);
+        }
+        for k in 0..objects {
+            let off = k * l.size + l.red_left_pad;
+            if cache.debug {
+                self.init_object(cache, &mem, off, false);
+            }
+            if let (Some(ctor), Some(p)) = (cache.ctor, mem.ptr(off)) {
+                ctor(p);
+            }
+            let next = if k + 1 < objects { off + l.size } else { NIL };
+            mem.write_word(off + l.offset, next);
+        }
+        meta.freelist.store(l.red_left_pad, Relaxed);
+        meta.nr_free.store(objects as u32, Relaxed);
+        Ok(id)
+    }
+
+    /// `__free_slab`: clears the frames and gives the pages back (the slab is dead).
+    pub(crate) fn free_slab(&self, id: u32) {
+        let Some(meta) = self.meta(id) else { return };
+        let pfn = Pfn(meta.pfn.load(Relaxed));
+        let order = meta.order.load(Relaxed);
+        for i in 0..(1usize << order) {
+            if let Some(f) = self.pages.pfn_to_page(Pfn(pfn.0 + i)) {
+                f.clear(PageFlags::SLAB | PageFlags::HEAD | PageFlags::TAIL);
+                f.set_private(0);
+                if i == 0 {
+                    f.set_page_type(PageType::None);
+                }
+            }
+        }
+        meta.cache.store(0, Relaxed);
+        meta.base.store(core::ptr::null_mut(), Relaxed);
+        if self.pages.free_pages(pfn, order).is_err() {
+            self.internal_errors.fetch_add(1, Relaxed);
+        }
+        self.release_slab_id(id);
+    }
+
+    /// Frees a chain of dead slabs linked through `next`.
+    fn free_slab_chain(&self, mut id: u32) {
+        while id != NO_SLAB {
+            let next = self.meta(id).map_or(NO_SLAB, |m| m.next.load(Relaxed));
+            self.free_slab(id);
+            id = next;
+        }
+    }
+
+    /// `__kmem_cache_do_shrink`: flushes every CPU slab, frees every empty
+    /// slab regardless of `min_partial`; `true` if no slab remains.
+    pub(crate) fn shrink(&self, cache: &Cache) -> bool {
+        let mut chain = NO_SLAB;
+        let mut push = |this: &Self, id: u32| {
+            if let Some(m) = this.meta(id) {
+                m.next.store(chain, Relaxed);
+            }
+            chain = id;
+        };
+        for slot in cache.cpu.iter() {
+            let mut c = slot.lock();
+            let mut n = cache.node.lock();
+            let d = self.deactivate(cache, &mut c, &mut n);
+            if d != NO_SLAB {
+                push(self, d);
+            }
+        }
+        let empty_left;
+        {
+            let mut n = cache.node.lock();
+            let mut id = n.head;
+            let mut steps = 0;
+            let bound = n.nr_partial;
+            while id != NO_SLAB && steps < bound {
+                let Some(m) = self.meta(id) else { break };
+                let next = m.next.load(Relaxed);
+                if m.nr_free.load(Relaxed) == m.objects.load(Relaxed) {
+                    self.remove_partial(&mut n, id);
+                    self.unlink_dead(cache, &mut n, id, m);
+                    push(self, id);
+                }
+                id = next;
+                steps += 1;
+            }
+            empty_left = n.nr_slabs == 0;
+        }
+        self.free_slab_chain(chain);
+        empty_left
+    }
+
+    /// Objects allocated to callers, and the node counters, with every lock
+    /// of the cache held: `(live, total_objects, nr_slabs, pages)`.
+    pub(crate) fn cache_counts(&self, cache: &Cache) -> (usize, usize, usize, usize) {
+        let guards: alloc::vec::Vec<_> = cache.cpu.iter().map(|s| s.lock()).collect();
+        let n = cache.node.lock();
+        let cpu_free: usize = guards.iter().map(|c| c.nr_free).sum();
+        let live = n.total_objects.saturating_sub(n.free_objects + cpu_free);
+        (live, n.total_objects, n.nr_slabs, n.pages)
+    }
+
+    /// `alloc_single_from_partial` / `alloc_single_from_new_slab`: the debug
+    /// path, one object at a time under the node lock, checked before it is
+    /// handed out.
+    fn alloc_debug(&self, cache: &Cache, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+        for _ in 0..2 {
+            {
+                let mut n = cache.node.lock();
+                if cache.destroyed.load(Relaxed) {
+                    return Err(SlabError::Destroyed {
+                        cache: cache.name.clone(),
+                    });
+                }
+                let id = n.head;
+                if let Some(meta) = self.meta(id)
+                    && let Some(mem) = Self::slab_mem(meta)
+                {
+                    let off = meta.freelist.load(Relaxed);
+                    let addr = Cache::addr_of(&mem, off);
+                    let last = cache.last_off(meta.objects.load(Relaxed) as usize);
+                    if off == NIL || !cache.is_object_start(off, last) {
+                        // The list head itself is bad: drop the slab's freelist.
+                        let nr = meta.nr_free.load(Relaxed) as usize;
+                        n.free_objects -= nr;
+                        meta.nr_free.store(0, Relaxed);
+                        meta.freelist.store(NIL, Relaxed);
+                        self.remove_partial(&mut n, id);
+                        meta.state.store(S_FULL, Relaxed);
+                        return Err(SlabError::Corrupted {
+                            cache: cache.name.clone(),
+                            object: addr,
+                        });
+                    }
+                    if let Err(e) = self.check_free_object(cache, &mem, off) {
+                        // `restore_bytes`: repair, keep the object free, report.
+                        self.init_object(cache, &mem, off, false);
+                        return Err(e);
+                    }
+                    let next = mem.read_word(off + cache.layout.offset).unwrap_or(NIL - 1);
+                    if next != NIL && !cache.is_object_start(next, last) {
+                        let nr = meta.nr_free.load(Relaxed) as usize;
+                        n.free_objects -= nr;
+                        meta.nr_free.store(0, Relaxed);
+                        meta.freelist.store(NIL, Relaxed);
+                        self.remove_partial(&mut n, id);
+                        meta.state.store(S_FULL, Relaxed);
+                        return Err(SlabError::Corrupted {
+                            cache: cache.name.clone(),
+                            object: addr,
+                        });
+                    }
+                    meta.freelist.store(next, Relaxed);
+                    let nr_free = meta.nr_free.load(Relaxed) - 1;
+                    meta.nr_free.store(nr_free, Relaxed);
+                    n.free_objects -= 1;
+                    if nr_free == 0 {
+                        self.remove_partial(&mut n, id);
+                        meta.state.store(S_FULL, Relaxed);
+                    }
+                    self.init_object(cache, &mem, off, true);
+                    self.store_user(cache, &mem, off, 0);
+                    if gfp.contains(Gfp::ZERO) {
+                        mem.fill(off, cache.layout.object_size, 0);
+                    }
+                    return mem.ptr(off).ok_or(SlabError::ForeignPointer { addr });
+                }
+            }
+            let id = self.new_slab(cache, gfp)?;
+            let mut n = cache.node.lock();
+            if let Some(meta) = self.meta(id) {
+                Self::account_new(&mut n, meta);
+                n.free_objects += meta.nr_free.load(Relaxed) as usize;
+                meta.state.store(S_PARTIAL, Relaxed);
+                self.add_partial(&mut n, id, false);
+            }
+        }
+        Err(SlabError::Corrupted {
+            cache: cache.name.clone(),
+            object: 0,
+        })
+    }
+
+    /// `init_object`: red zones (active or inactive) and, for a free object, poison.
+    fn init_object(&self, cache: &Cache, mem: &SlabMem, off: usize, active: bool) {
+        let l = &cache.layout;
+        let red = if active {
+            SLUB_RED_ACTIVE
+        } else {
+            SLUB_RED_INACTIVE
+        };
+        if cache.flags.contains(SlabFlags::RED_ZONE) {
+            mem.fill(off - l.red_left_pad, l.red_left_pad, red);
+            mem.fill(off + l.object_size, l.inuse - l.object_size, red);
+        }
+        if l.object_poison && !active && l.object_size > 0 {
+            mem.fill(off, l.object_size - 1, POISON_FREE);
+            mem.write_byte(off + l.object_size - 1, POISON_END);
+        }
+    }
+
+    /// `check_object` for a free object about to be handed out: poison and inactive red zones.
+    fn check_free_object(&self, cache: &Cache, mem: &SlabMem, off: usize) -> Result<(), SlabError> {
+        self.check_red_zones(cache, mem, off, SLUB_RED_INACTIVE)?;
+        let l = &cache.layout;
+        if l.object_poison && l.object_size > 0 {
+            let bad = mem
+                .first_mismatch(off, l.object_size - 1, POISON_FREE)
+                .or_else(|| {
+                    let last = off + l.object_size - 1;
+                    mem.read_byte(last)
+                        .filter(|&b| b != POISON_END)
+                        .map(|b| (last, b))
+                });
+            if let Some((at, byte)) = bad {
+                return Err(SlabError::Poisoned {
+                    cache: cache.name.clone(),
+                    object: Cache::addr_of(mem, off),
+                    offset: at - off,
+                    byte,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the left and right red zones of the object at `off` for `red`.
+    fn check_red_zones(
+        &self,
+        cache: &Cache,
+        mem: &SlabMem,
+        off: usize,
+        red: u8,
+    ) -> Result<(), SlabError> {
+        let l = &cache.layout;
+        if !cache.flags.contains(SlabFlags::RED_ZONE) {
+            return Ok(());
+        }
+        let bad = mem
+            .first_mismatch(off - l.red_left_pad, l.red_left_pad, red)
+            .or_else(|| mem.first_mismatch(off + l.object_size, l.inuse - l.object_size, red));
+        match bad {
+            Some((at, byte)) => Err(SlabError::RedZone {
+                cache: cache.name.clone(),
+                object: Cache::addr_of(mem, off),
+                offset: at as isize - off as isize,
+                byte,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// `set_track`: records the CPU and a sequence number of the last
+    /// allocation (`which == 0`) or free (`which == 1`) of the object.
+    fn store_user(&self, cache: &Cache, mem: &SlabMem, off: usize, which: usize) {
+        if !cache.flags.contains(SlabFlags::STORE_USER) {
+            return;
+        }
+        let at = off + cache.layout.info_end() + which * TRACK_SIZE;
+        let when = self.track_seq.fetch_add(1, Relaxed);
+        mem.write_word(at, 0);
+        mem.write_word(at + 8, self.cpus.current_cpu());
+        mem.write_word(at + 16, 0);
+        mem.write_word(at + 24, when);
+    }
+
+    /// The `STORE_USER` tracks of the object at `off` of the slab behind `meta`
+    /// (caller holds the node lock): `(cpu, sequence)` of the last allocation and free.
+    pub(crate) fn read_tracks(
+        &self,
+        cache: &Cache,
+        meta: &SlabMeta,
+        off: usize,
+    ) -> Option<[(usize, usize); 2]> {
+        let mem = Self::slab_mem(meta)?;
+        let at = off + cache.layout.info_end();
+        let get = |w: usize| -> Option<(usize, usize)> {
+            let t = at + w * TRACK_SIZE;
+            Some((mem.read_word(t + 8)?, mem.read_word(t + 24)?))
+        };
+        Some([get(0)?, get(1)?])
+    }
+
+    /// For `ksize`/`krealloc`/`cache_of`: the cache and object offset of a
+    /// live slab object at `addr`, validated under the node lock.
+    pub(crate) fn object_of(&self, addr: usize) -> Result<(Arc<Cache>, usize), SlabError> {
+        let Lookup::Slab(id) = self.lookup(addr)? else {
+            return Err(SlabError::ForeignPointer { addr });
+        };
+        let meta = self.meta(id).ok_or(SlabError::ForeignPointer { addr })?;
+        let owner = meta.cache.load(Relaxed);
+        let cache = owner
+            .checked_sub(1)
+            .and_then(|c| self.cache_by_id(c))
+            .ok_or(SlabError::ForeignPointer { addr })?;
+        let off = {
+            let _n = cache.node.lock();
+            self.validate(&cache, meta, addr)?
+        };
+        Ok((cache, off))
+    }
+
+    /// Copies `n` bytes between two live allocations (for `krealloc`).
+    pub(crate) fn copy_object(
+        &self,
+        src: (&SlabMem, usize),
+        dst: (&SlabMem, usize),
+        n: usize,
+    ) -> bool {
+        src.0.copy_to(src.1, dst.0, dst.1, n)
+    }
+
+    /// The memory of the slab holding the live object at `addr` (kept alive by that object).
+    pub(crate) fn object_mem(&self, addr: usize) -> Option<(SlabMem, usize)> {
+        let Ok(Lookup::Slab(id)) = self.lookup(addr) else {
+            return None;
+        };
+        let meta = self.meta(id)?;
+        let mem = Self::slab_mem(meta)?;
+        Some((mem, addr.wrapping_sub(mem.base().as_ptr().addr())))
+    }
+
+    /// Checks a cache's structure with all its locks held.
+    pub(crate) fn check_cache(&self, cache: &Cache) -> Result<(), alloc::string::String> {
+        use alloc::format;
+        let mut guards: alloc::vec::Vec<_> = cache.cpu.iter().map(|s| s.lock()).collect();
+        let n = cache.node.lock();
+        let name = &cache.name;
+        let walk = |mem: &SlabMem,
+                    head: usize,
+                    last: usize,
+                    what: &str|
+         -> Result<usize, alloc::string::String> {
+            let mut cur = head;
+            let mut count = 0usize;
+            let mut seen = alloc::collections::BTreeSet::new();
+            while cur != NIL {
+                if !cache.is_object_start(cur, last) {
+                    return Err(format!("{name}: {what} holds bad offset {cur}"));
+                }
+                if !seen.insert(cur) {
+                    return Err(format!("{name}: {what} has a cycle at {cur}"));
+                }
+                count += 1;
+                cur = mem.read_word(cur + cache.layout.offset).unwrap_or(NIL - 1);
+            }
+            Ok(count)
+        };
+        let mut slabs = 0usize;
+        let mut objects = 0usize;
+        let mut free = 0usize;
+        let mut pages = 0usize;
+        let mut partial = 0usize;
+        for (id, meta) in self.slabs.iter() {
+            if meta.cache.load(Relaxed) != cache.id + 1 {
+                continue;
+            }
+            let state = meta.state.load(Relaxed);
+            if state == S_DEAD {
+                return Err(format!("{name}: dead slab {id} still owned"));
+            }
+            let Some(mem) = Self::slab_mem(meta) else {
+                return Err(format!("{name}: slab {id} has no memory"));
+            };
+            slabs += 1;
+            let objs = meta.objects.load(Relaxed) as usize;
+            objects += objs;
+            let order = meta.order.load(Relaxed);
+            pages += 1 << order;
+            if objs != (PAGE_SIZE << order) / cache.layout.size {
+                return Err(format!(
+                    "{name}: slab {id} has {objs} objects for order {order}"
+                ));
+            }
+            let last = cache.last_off(objs);
+            let own = walk(&mem, meta.freelist.load(Relaxed), last, "slab freelist")?;
+            if own != meta.nr_free.load(Relaxed) as usize {
+                return Err(format!(
+                    "{name}: slab {id} freelist has {own}, counted {}",
+                    meta.nr_free.load(Relaxed)
+                ));
+            }
+            free += own;
+            let pfn = meta.pfn.load(Relaxed);
+            for i in 0..(1usize << order) {
+                let f = self
+                    .pages
+                    .pfn_to_page(Pfn(pfn + i))
+                    .ok_or(format!("{name}: slab {id} frame missing"))?;
+                let ok = f.test(PageFlags::SLAB)
+                    && f.private() == id as u32
+                    && (i == 0) == (f.page_type() == PageType::Slab)
+                    && (i > 0) == f.test(PageFlags::TAIL);
+                if !ok {
+                    return Err(format!("{name}: slab {id} frame {i} badly marked: {f:?}"));
+                }
+            }
+            match state {
+                S_FULL if own != 0 => {
+                    return Err(format!("{name}: full slab {id} has free objects"));
+                }
+                S_PARTIAL => {
+                    partial += 1;
+                    if own == 0 {
+                        return Err(format!("{name}: partial slab {id} is full"));
+                    }
+                }
+                s if s >= S_FROZEN => {
+                    let cpu = (s - S_FROZEN) as usize;
+                    let c = guards
+                        .get_mut(cpu)
+                        .ok_or(format!("{name}: slab {id} frozen by unknown cpu"))?;
+                    if c.slab != id as u32 {
+                        return Err(format!(
+                            "{name}: slab {id} frozen by cpu {cpu}, which holds {}",
+                            c.slab
+                        ));
+                    }
+                    let count = walk(&mem, c.freelist, last, "cpu freelist")?;
+                    if count != c.nr_free {
+                        return Err(format!(
+                            "{name}: cpu {cpu} freelist has {count}, counted {}",
+                            c.nr_free
+                        ));
+                    }
+                    if own + count > objs {
+                        return Err(format!(
+                            "{name}: slab {id} has more free objects than objects"
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut listed = 0usize;
+        let mut bad = None;
+        self.partial_ids(&n, |id| {
+            listed += 1;
+            if self.meta(id).map(|m| m.state.load(Relaxed)) != Some(S_PARTIAL) {
+                bad = Some(id);
+            }
+        });
+        if let Some(id) = bad {
+            return Err(format!(
+                "{name}: slab {id} on the partial list is not partial"
+            ));
+        }
+        if listed != n.nr_partial || partial != n.nr_partial {
+            return Err(format!(
+                "{name}: nr_partial {} but {listed} listed, {partial} partial",
+                n.nr_partial
+            ));
+        }
+        if (slabs, objects, free, pages) != (n.nr_slabs, n.total_objects, n.free_objects, n.pages) {
+            return Err(format!(
+                "{name}: counted slabs/objects/free/pages {:?}, node says {:?}",
+                (slabs, objects, free, pages),
+                (n.nr_slabs, n.total_objects, n.free_objects, n.pages)
+            ));
+        }
+        for (cpu, c) in guards.iter().enumerate() {
+            if c.slab != NO_SLAB
+                && self.meta(c.slab).map(|m| m.state.load(Relaxed)) != Some(frozen(cpu))
+            {
+                return Err(format!(
+                    "{name}: cpu {cpu} holds slab {} that is not frozen by it",
+                    c.slab
+                ));
+            }
+        }
+        Ok(())
+    }
+}

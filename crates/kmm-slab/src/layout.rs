@@ -1,0 +1,330 @@
+//! Object layout and slab order as SLUB computes them (`calculate_alignment`,
+//! `calculate_sizes`, `calculate_order` in `mm/slub.c`), and the kmalloc size
+//! classes (`kmalloc_index`, `kmalloc_size_index` in `include/linux/slab.h`
+//! and `mm/slab_common.c`).
+
+use kmm_page::{MAX_PAGE_ORDER, PAGE_ALLOC_COSTLY_ORDER, PAGE_SIZE, get_order};
+
+use crate::SlabFlags;
+
+/// `cache_line_size()` on x86.
+pub const CACHE_LINE_SIZE: usize = 64;
+/// `sizeof(void *)`: the free pointer and the red zone word.
+pub(crate) const WORD: usize = 8;
+/// `ARCH_SLAB_MINALIGN` / `ARCH_KMALLOC_MINALIGN`.
+pub const ARCH_SLAB_MINALIGN: usize = 8;
+/// `MAX_OBJS_PER_PAGE` (`mm/slub.c`).
+pub const MAX_OBJS_PER_PAGE: usize = 32767;
+/// `slub_max_order` default: `PAGE_ALLOC_COSTLY_ORDER`.
+pub const SLUB_MAX_ORDER: u32 = PAGE_ALLOC_COSTLY_ORDER;
+/// `MIN_PARTIAL` (`mm/slub.c`).
+pub const MIN_PARTIAL: usize = 5;
+/// `MAX_PARTIAL` (`mm/slub.c`).
+pub const MAX_PARTIAL: usize = 10;
+/// `sizeof(struct track)` with a stack-depot handle (x86_64): address,
+/// handle, cpu, pid and a timestamp.
+pub(crate) const TRACK_SIZE: usize = 32;
+
+/// `POISON_INUSE`: padding and fresh slab bytes.
+pub const POISON_INUSE: u8 = 0x5a;
+/// `POISON_FREE`: the bytes of a free object.
+pub const POISON_FREE: u8 = 0x6b;
+/// `POISON_END`: the last byte of a free object.
+pub const POISON_END: u8 = 0xa5;
+/// `SLUB_RED_INACTIVE`: red zone of a free object.
+pub const SLUB_RED_INACTIVE: u8 = 0xbb;
+/// `SLUB_RED_ACTIVE`: red zone of an allocated object.
+pub const SLUB_RED_ACTIVE: u8 = 0xcc;
+
+const fn align_up(x: usize, a: usize) -> usize {
+    x.div_ceil(a) * a
+}
+
+/// `calculate_alignment` (`mm/slab_common.c`): the cache-line rule of
+/// `SLAB_HWCACHE_ALIGN` (halved while the object fits in half), at least
+/// `ARCH_SLAB_MINALIGN`, rounded up to a word.
+pub fn calculate_alignment(flags: SlabFlags, align: usize, size: usize) -> usize {
+    let mut align = align;
+    if flags.contains(SlabFlags::HWCACHE_ALIGN) {
+        let mut ralign = CACHE_LINE_SIZE;
+        while size <= ralign / 2 {
+            ralign /= 2;
+        }
+        align = align.max(ralign);
+    }
+    align = align.max(ARCH_SLAB_MINALIGN);
+    align_up(align, WORD)
+}
+
+/// Where everything sits in an object slot (`struct kmem_cache` fields set by `calculate_sizes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectLayout {
+    /// `object_size`: what the caller asked for.
+    pub object_size: usize,
+    /// `size`: the slot size, the stride of objects in a slab (slabinfo's `objsize`).
+    pub size: usize,
+    /// `align`.
+    pub align: usize,
+    /// `inuse`: the object plus its right red zone; metadata starts here.
+    pub inuse: usize,
+    /// `offset`: where the free pointer sits, from the object start.
+    pub offset: usize,
+    /// `red_left_pad`: bytes of left red zone before each object.
+    pub red_left_pad: usize,
+    /// Slab order (`oo_order(s->oo)`).
+    pub order: u32,
+    /// Objects per slab of that order (`oo_objects(s->oo)`).
+    pub objects: usize,
+    /// The fallback order (`s->min`): `get_order(size)`.
+    pub min_order: u32,
+    /// Objects in a fallback slab.
+    pub min_objects: usize,
+    /// Whether free objects are poisoned (`__OBJECT_POISON`: `SLAB_POISON` without a ctor).
+    pub object_poison: bool,
+}
+
+impl ObjectLayout {
+    /// Where the `STORE_USER` tracks start (`get_info_end`).
+    pub(crate) fn info_end(&self) -> usize {
+        if self.offset >= self.inuse {
+            self.offset + WORD
+        } else {
+            self.inuse
+        }
+    }
+}
+
+/// Objects that fit in a slab of `order` (`order_objects`).
+pub const fn order_objects(order: u32, size: usize) -> usize {
+    (PAGE_SIZE << order) / size
+}
+
+/// `fls`: the position of the highest set bit, 1-based; `fls(0) == 0`.
+pub const fn fls(x: usize) -> u32 {
+    usize::BITS - x.leading_zeros()
+}
+
+/// The default `slub_min_objects`: `4 * (fls(nr_cpus) + 1)`.
+pub const fn min_objects_for(nr_cpus: usize) -> usize {
+    4 * (fls(nr_cpus) as usize + 1)
+}
+
+fn calc_slab_order(size: usize, min_order: u32, max_order: u32, fract_leftover: usize) -> u32 {
+    let mut order = min_order;
+    while order <= max_order {
+        let slab_size = PAGE_SIZE << order;
+        if slab_size % size <= slab_size / fract_leftover {
+            break;
+        }
+        order += 1;
+    }
+    order
+}
+
+/// `calculate_order` (`mm/slub.c`): enough objects per slab for `nr_cpus`,
+/// little waste, order at most `slub_max_order` unless one object needs more.
+/// `None` if one object does not fit in a block of `MAX_PAGE_ORDER`.
+pub fn calculate_order(size: usize, nr_cpus: usize) -> Option<u32> {
+    let max_objects = order_objects(SLUB_MAX_ORDER, size).max(1);
+    let min_objects = min_objects_for(nr_cpus).min(max_objects);
+    let min_order = get_order(min_objects.saturating_mul(size));
+    if order_objects(min_order, size) > MAX_OBJS_PER_PAGE {
+        return Some(get_order(size * MAX_OBJS_PER_PAGE) - 1);
+    }
+    let mut fraction = 16;
+    while fraction > 1 {
+        let order = calc_slab_order(size, min_order, SLUB_MAX_ORDER, fraction);
+        if order <= SLUB_MAX_ORDER {
+            return Some(order);
+        }
+        fraction /= 2;
+    }
+    let order = get_order(size);
+    (order <= MAX_PAGE_ORDER).then_some(order)
+}
+
+/// `calculate_sizes` (`mm/slub.c`) for a cache of `object_size` bytes with
+/// alignment `align` (already through [`calculate_alignment`]); `None` if the
+/// slot does not fit in the largest block.
+pub fn calculate_sizes(
+    object_size: usize,
+    align: usize,
+    flags: SlabFlags,
+    has_ctor: bool,
+    nr_cpus: usize,
+) -> Option<ObjectLayout> {
+    let mut size = align_up(object_size, WORD);
+    let object_poison = flags.contains(SlabFlags::POISON) && !has_ctor;
+    if flags.contains(SlabFlags::RED_ZONE) && size == object_size {
+        size += WORD;
+    }
+    let inuse = size;
+    let kmalloc_orig_size =
+        flags.contains(SlabFlags::STORE_USER) && flags.contains(SlabFlags::KMALLOC);
+    let offset = if flags.contains(SlabFlags::POISON)
+        || has_ctor
+        || (flags.contains(SlabFlags::RED_ZONE) && (object_size < WORD || kmalloc_orig_size))
+    {
+        let o = size;
+        size += WORD;
+        o
+    } else {
+        (object_size / 2) / WORD * WORD
+    };
+    if flags.contains(SlabFlags::STORE_USER) {
+        size += 2 * TRACK_SIZE;
+        if flags.contains(SlabFlags::KMALLOC) {
+            size += 4;
+        }
+    }
+    let mut red_left_pad = 0;
+    if flags.contains(SlabFlags::RED_ZONE) {
+        size += WORD;
+        red_left_pad = align_up(WORD, align);
+        size += red_left_pad;
+    }
+    let size = align_up(size, align);
+    let order = calculate_order(size, nr_cpus)?;
+    let objects = order_objects(order, size);
+    let min_order = get_order(size);
+    Some(ObjectLayout {
+        object_size,
+        size,
+        align,
+        inuse,
+        offset,
+        red_left_pad,
+        order,
+        objects,
+        min_order,
+        min_objects: order_objects(min_order, size),
+        object_poison,
+    })
+}
+
+/// `min_partial` of a cache (`set_min_partial`): `ilog2(size) / 2` clamped to `[MIN_PARTIAL, MAX_PARTIAL]`.
+pub fn min_partial(size: usize) -> usize {
+    let half = (size.max(1).ilog2() / 2) as usize;
+    half.clamp(MIN_PARTIAL, MAX_PARTIAL)
+}
+
+/// `KMALLOC_SHIFT_LOW`.
+pub const KMALLOC_SHIFT_LOW: u32 = 3;
+/// `KMALLOC_SHIFT_HIGH`: `PAGE_SHIFT + 1`.
+pub const KMALLOC_SHIFT_HIGH: u32 = 13;
+/// `KMALLOC_MAX_CACHE_SIZE`: the largest kmalloc served by a slab cache (two pages).
+pub const KMALLOC_MAX_CACHE_SIZE: usize = 1 << KMALLOC_SHIFT_HIGH;
+/// `KMALLOC_MAX_SIZE`: the largest kmalloc (`MAX_PAGE_ORDER + PAGE_SHIFT`).
+pub const KMALLOC_MAX_SIZE: usize = PAGE_SIZE << MAX_PAGE_ORDER;
+/// `KMALLOC_MIN_SIZE`.
+pub const KMALLOC_MIN_SIZE: usize = 1 << KMALLOC_SHIFT_LOW;
+
+/// `kmalloc_size_index`: the cache index for sizes up to 192, by `(size - 1) / 8`.
+const SIZE_INDEX: [u8; 24] = [
+    3, 4, 5, 5, 6, 6, 6, 6, 1, 1, 1, 1, 7, 7, 7, 7, 2, 2, 2, 2, 2, 2, 2, 2,
+];
+
+/// `kmalloc_index` (`include/linux/slab.h`): the kmalloc cache index of
+/// `size` bytes (0 for 0 bytes, 1 for kmalloc-96, 2 for kmalloc-192, `n` for
+/// kmalloc-`2^n`); `None` above `KMALLOC_MAX_CACHE_SIZE`.
+#[doc(alias = "__kmalloc_index")]
+pub const fn kmalloc_index(size: usize) -> Option<usize> {
+    if size == 0 {
+        return Some(0);
+    }
+    if size > KMALLOC_MAX_CACHE_SIZE {
+        return None;
+    }
+    if size <= 192 {
+        return Some(SIZE_INDEX[(size - 1) / 8] as usize);
+    }
+    Some(fls(size - 1) as usize)
+}
+
+/// The object size of kmalloc cache `index` (`kmalloc_info[index].size`).
+pub const fn kmalloc_size(index: usize) -> usize {
+    match index {
+        0 => 0,
+        1 => 96,
+        2 => 192,
+        _ => 1 << index,
+    }
+}
+
+/// The bucket size a kmalloc of `size` bytes really gets (`kmalloc_size_roundup`):
+/// the class size up to 8 KiB, whole pages above, `None` above `KMALLOC_MAX_SIZE`.
+pub const fn kmalloc_size_roundup(size: usize) -> Option<usize> {
+    if size > KMALLOC_MAX_SIZE {
+        return None;
+    }
+    match kmalloc_index(size) {
+        Some(i) => Some(kmalloc_size(i)),
+        None => Some(PAGE_SIZE << get_order(size)),
+    }
+}
+
+/// The cache name of index `index` (`kmalloc_info[index].name`) without a type prefix.
+pub(crate) const KMALLOC_NAMES: [&str; 14] = [
+    "",
+    "kmalloc-96",
+    "kmalloc-192",
+    "kmalloc-8",
+    "kmalloc-16",
+    "kmalloc-32",
+    "kmalloc-64",
+    "kmalloc-128",
+    "kmalloc-256",
+    "kmalloc-512",
+    "kmalloc-1k",
+    "kmalloc-2k",
+    "kmalloc-4k",
+    "kmalloc-8k",
+];
+
+/// The `dma-kmalloc-*` names, by index.
+pub(crate) const DMA_KMALLOC_NAMES: [&str; 14] = [
+    "",
+    "dma-kmalloc-96",
+    "dma-kmalloc-192",
+    "dma-kmalloc-8",
+    "dma-kmalloc-16",
+    "dma-kmalloc-32",
+    "dma-kmalloc-64",
+    "dma-kmalloc-128",
+    "dma-kmalloc-256",
+    "dma-kmalloc-512",
+    "dma-kmalloc-1k",
+    "dma-kmalloc-2k",
+    "dma-kmalloc-4k",
+    "dma-kmalloc-8k",
+];
+
+/// The order in which `create_kmalloc_caches` creates the caches of one
+/// type: 96 and 192 first, then the powers of two.
+pub(crate) const KMALLOC_CREATE_ORDER: [usize; 13] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13];
+
+/// Exact division of slab offsets by the slot size with a multiply
+/// (`reciprocal_divide` in spirit): `(off * m) >> 44` with `m = ceil(2^44 / size)`
+/// is exact for `off < 2^22` and `8 <= size <= 2^22`; the caller still checks
+/// `index * size == off`, so an inexact result can only refuse, never accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Reciprocal {
+    m: u64,
+}
+
+impl Reciprocal {
+    pub(crate) const SHIFT: u32 = 44;
+
+    pub(crate) fn new(size: usize) -> Reciprocal {
+        let size = size.max(1) as u64;
+        Reciprocal {
+            m: (1u64 << Self::SHIFT).div_ceil(size),
+        }
+    }
+
+    /// `off / size` for offsets below `2^22`, approximately (see the type docs) above.
+    #[inline]
+    pub(crate) fn div(self, off: usize) -> usize {
+        ((off as u64 as u128 * self.m as u128) >> Self::SHIFT) as usize
+    }
+}

@@ -1,0 +1,97 @@
+//! Threads on different CPUs: one allocates and fills, the other checks and
+//! frees (remote frees to slabs frozen on the first CPU), both ways at once.
+
+mod common;
+
+use std::sync::mpsc;
+use std::thread;
+
+use common::{SendPtr, boot_host};
+use kmm_gfp::GFP_KERNEL;
+use kmm_slab::SlabFlags;
+
+const ROUNDS: usize = 20_000;
+
+fn fill(p: SendPtr, size: usize, seed: usize) {
+    // SAFETY: `p` is a live allocation of `size` bytes owned by this thread now.
+    let s = unsafe { core::slice::from_raw_parts_mut(p.0.as_ptr(), size) };
+    for (i, b) in s.iter_mut().enumerate() {
+        *b = (seed.wrapping_mul(31).wrapping_add(i)) as u8;
+    }
+}
+
+fn verify(p: SendPtr, size: usize, seed: usize) -> bool {
+    // SAFETY: `p` is a live allocation of `size` bytes owned by this thread now.
+    let s = unsafe { core::slice::from_raw_parts(p.0.as_ptr(), size) };
+    s.iter()
+        .enumerate()
+        .all(|(i, &b)| b == (seed.wrapping_mul(31).wrapping_add(i)) as u8)
+}
+
+#[test]
+fn alloc_on_one_cpu_free_on_another() {
+    let (m, cpus) = boot_host(2);
+    let free0 = m.buddy_free();
+    let cache = m
+        .slab
+        .kmem_cache_create("stress", 72, 0, SlabFlags::empty(), None)
+        .unwrap();
+    let (to1, from0) = mpsc::sync_channel::<(SendPtr, usize, usize, bool)>(256);
+    let (to0, from1) = mpsc::sync_channel::<(SendPtr, usize, usize, bool)>(256);
+    thread::scope(|s| {
+        for (cpu, tx, rx) in [(0usize, to1, from1), (1, to0, from0)] {
+            let (m, cpus, cache) = (&m, &cpus, &cache);
+            s.spawn(move || {
+                let _bind = cpus.bind(cpu).unwrap();
+                let mut sent = 0;
+                let mut got = 0;
+                while sent < ROUNDS || got < ROUNDS {
+                    if sent < ROUNDS {
+                        let seed = cpu * 1_000_000 + sent;
+                        let (p, size, from_cache) = if sent % 2 == 0 {
+                            (
+                                m.slab.kmem_cache_alloc(cache, GFP_KERNEL).unwrap(),
+                                72,
+                                true,
+                            )
+                        } else {
+                            let size = 1 + (seed * 7919) % 3000;
+                            (m.slab.kmalloc(size, GFP_KERNEL).unwrap(), size, false)
+                        };
+                        fill(SendPtr(p), size, seed);
+                        tx.send((SendPtr(p), size, seed, from_cache)).unwrap();
+                        sent += 1;
+                    }
+                    while let Ok((p, size, seed, from_cache)) = if sent < ROUNDS {
+                        rx.try_recv().map_err(|_| ())
+                    } else {
+                        rx.recv().map_err(|_| ())
+                    } {
+                        assert!(verify(p, size, seed), "object corrupted");
+                        if from_cache {
+                            m.slab.kmem_cache_free(cache, p.0).unwrap();
+                        } else {
+                            m.slab.kfree(Some(p.0)).unwrap();
+                        }
+                        got += 1;
+                        if got == ROUNDS {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    m.slab.check_invariants().unwrap();
+    let row = m
+        .slab
+        .slabinfo_rows()
+        .into_iter()
+        .find(|r| r.name == "stress")
+        .unwrap();
+    assert_eq!(row.active_objs, 0);
+    assert_eq!(m.slab.kmem_cache_shrink(&cache), Ok(true));
+    m.slab.shrink_all();
+    assert_eq!(m.slab.slab_pages(), 0);
+    assert_eq!(m.buddy_free(), free0);
+}
