@@ -1,7 +1,8 @@
 //! Kernel virtual memory benches: vmalloc+vfree of 1, 16 and 256 pages on
 //! the software and the host MMU, kmap+kunmap of a page that stays mapped,
-//! a kmap_atomic pair, and a per-CPU counter against one shared
-//! `AtomicU64` with two threads.
+//! a kmap_atomic pair, a per-CPU counter against one shared
+//! `AtomicU64` with two threads, and kmalloc against vmalloc through the
+//! facade for the same sizes.
 
 use std::hint::black_box;
 use std::sync::Barrier;
@@ -137,5 +138,34 @@ fn percpu_counter(c: &mut Criterion) {
     black_box((counter.sum(), shared.load(Ordering::Relaxed)));
 }
 
-criterion_group!(benches, vmalloc_pairs, highmem, percpu_counter);
+/// The kernel's choice between physically and virtually contiguous memory:
+/// a kmalloc+kfree pair against a vmalloc+vfree pair of the same size, on
+/// host memory through the facade.
+fn kmalloc_vs_vmalloc(c: &mut Criterion) {
+    let mm = machine(Arch::X86_64, 256 << 20, Backing::Host);
+    for size in [PAGE_SIZE, 16 * PAGE_SIZE, 256 * PAGE_SIZE] {
+        let mut g = c.benchmark_group(format!("contiguous/bytes_{size}"));
+        g.bench_function("kmalloc", |b| {
+            b.iter(|| {
+                let p = mm.kmalloc(black_box(size), GFP_KERNEL).unwrap();
+                mm.kfree(Some(black_box(p))).unwrap();
+            })
+        });
+        g.bench_function("vmalloc", |b| {
+            b.iter(|| {
+                let a = mm.vmalloc(black_box(size), GFP_KERNEL).unwrap();
+                mm.vfree(black_box(a)).unwrap();
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(
+    benches,
+    vmalloc_pairs,
+    highmem,
+    percpu_counter,
+    kmalloc_vs_vmalloc
+);
 criterion_main!(benches);

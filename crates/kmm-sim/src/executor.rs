@@ -11,10 +11,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
 
 use kmm::{
-    Arch, Backing, BuddyBackend, EagerBuddy, FrameState, Gfp, KmmError, LazyBuddy, MachineConfig,
-    MemoryManager, MemorySpec, PAGE_SIZE, PercpuPtr, Pfn, PfnRange, VirtAddr,
+    Arch, Backing, BuddyBackend, EagerBuddy, FrameState, Gfp, KmemCache, KmmError, LazyBuddy,
+    MachineConfig, MemoryManager, MemorySpec, PAGE_SIZE, PercpuPtr, Pfn, PfnRange, VirtAddr,
 };
 use thiserror::Error;
 
@@ -60,6 +61,12 @@ pub(crate) enum ExecError {
     /// A command that writes to memory, on a machine without memory behind its frames.
     #[error("{0} needs memory behind the frames; this machine booted with backing=none")]
     NoMemory(&'static str),
+    /// A cache name that is already taken.
+    #[error("cache '{0}' exists: destroy it first or choose another name")]
+    CacheExists(String),
+    /// A cache name with no live cache.
+    #[error("no cache named '{0}' (create it with kmem_cache_create)")]
+    UnknownCache(String),
     /// A `cat` of a file the machine does not have.
     #[error("no such file: {0}")]
     NoSuchFile(String),
@@ -116,6 +123,16 @@ enum Allocation {
         /// The per-CPU pointer.
         ptr: PercpuPtr,
     },
+    /// From `kmalloc` or `kzalloc`.
+    Kmalloc {
+        /// The object.
+        ptr: NonNull<u8>,
+    },
+    /// From `kmem_cache_alloc`; the object's cache is found from its frame.
+    CacheObject {
+        /// The object.
+        ptr: NonNull<u8>,
+    },
 }
 
 impl Allocation {
@@ -128,6 +145,8 @@ impl Allocation {
             Allocation::Kmap { .. } => ("kmap", "kunmap"),
             Allocation::KmapAtomic { .. } => ("kmap_atomic", "kunmap_atomic"),
             Allocation::Percpu { .. } => ("alloc_percpu", "free_percpu"),
+            Allocation::Kmalloc { .. } => ("kmalloc", "kfree"),
+            Allocation::CacheObject { .. } => ("kmem_cache_alloc", "kmem_cache_free"),
         }
     }
 }
@@ -153,6 +172,8 @@ struct Machine<B: BuddyBackend> {
     about: About,
     /// Live allocations by name.
     names: BTreeMap<String, Allocation>,
+    /// Slab caches made by `kmem_cache_create`, by name.
+    caches: BTreeMap<String, KmemCache>,
 }
 
 impl<B: BuddyBackend> fmt::Debug for Machine<B> {
@@ -161,6 +182,7 @@ impl<B: BuddyBackend> fmt::Debug for Machine<B> {
             .field("backend", &self.mm.backend_name())
             .field("about", &self.about)
             .field("names", &self.names)
+            .field("caches", &self.caches.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -298,6 +320,7 @@ impl<B: BuddyBackend> Machine<B> {
             mm,
             about,
             names: BTreeMap::new(),
+            caches: BTreeMap::new(),
         })
     }
 
@@ -457,6 +480,105 @@ impl<B: BuddyBackend> Machine<B> {
                 }
                 other => Err(wrong_free(name, other)),
             },
+            Command::Kmalloc {
+                name,
+                size,
+                gfp,
+                zero,
+            } => {
+                let command = if *zero { "kzalloc" } else { "kmalloc" };
+                self.check_name_free(name)?;
+                self.check_slab(command)?;
+                let gfp = parse_gfp(gfp.as_deref())?;
+                let ptr = if *zero {
+                    self.mm.kzalloc(*size, gfp)?
+                } else {
+                    self.mm.kmalloc(*size, gfp)?
+                };
+                self.names.insert(name.clone(), Allocation::Kmalloc { ptr });
+                write!(out, "{name}: addr={:#x}", ptr.as_ptr().addr())?;
+                match self.mm.slab().and_then(|slab| slab.cache_of(ptr)) {
+                    Some(cache) => writeln!(out, " cache={cache}")?,
+                    None => {
+                        let bytes = self.mm.ksize(ptr)?;
+                        let order = (bytes / PAGE_SIZE).max(1).trailing_zeros();
+                        writeln!(out, " order={order}")?;
+                    }
+                }
+                Ok(())
+            }
+            Command::Kfree { name } => match self.lookup(name)? {
+                Allocation::Kmalloc { ptr } => {
+                    self.mm.kfree(Some(ptr))?;
+                    self.names.remove(name);
+                    Ok(())
+                }
+                other => Err(wrong_free(name, other)),
+            },
+            Command::KmemCacheCreate {
+                cache,
+                size,
+                align,
+                flags,
+            } => {
+                if self.caches.contains_key(cache) {
+                    return Err(ExecError::CacheExists(cache.clone()));
+                }
+                self.check_slab("kmem_cache_create")?;
+                let handle = self
+                    .mm
+                    .kmem_cache_create(cache, *size, *align, *flags, None)?;
+                writeln!(
+                    out,
+                    "{cache}: cache={} objsize={} objperslab={} pagesperslab={}",
+                    handle.name(),
+                    handle.size(),
+                    handle.objects_per_slab(),
+                    1usize << handle.order()
+                )?;
+                self.caches.insert(cache.clone(), handle);
+                Ok(())
+            }
+            Command::KmemCacheAlloc { name, cache } => {
+                self.check_name_free(name)?;
+                let handle = self.cache(cache)?;
+                let ptr = self.mm.kmem_cache_alloc(handle, Gfp::KERNEL)?;
+                self.names
+                    .insert(name.clone(), Allocation::CacheObject { ptr });
+                writeln!(out, "{name}: addr={:#x} cache={cache}", ptr.as_ptr().addr())?;
+                Ok(())
+            }
+            Command::KmemCacheFree { name } => match self.lookup(name)? {
+                Allocation::CacheObject { ptr } => {
+                    let cache = self
+                        .mm
+                        .slab()
+                        .and_then(|slab| slab.cache_of(ptr))
+                        .ok_or_else(|| ExecError::UnknownName(name.clone()))?;
+                    let handle = self.cache(&cache)?;
+                    self.mm.kmem_cache_free(handle, ptr)?;
+                    self.names.remove(name);
+                    Ok(())
+                }
+                other => Err(wrong_free(name, other)),
+            },
+            Command::KmemCacheShrink { cache } => {
+                let handle = self.cache(cache)?;
+                self.mm.kmem_cache_shrink(handle)?;
+                let row = self
+                    .mm
+                    .slab()
+                    .and_then(|slab| slab.slabinfo_rows().into_iter().find(|r| r.name == *cache));
+                let (slabs, pages) = row.map_or((0, 0), |r| (r.num_slabs, r.pages));
+                writeln!(out, "{cache}: slabs={slabs} pages={pages}")?;
+                Ok(())
+            }
+            Command::KmemCacheDestroy { cache } => {
+                let handle = self.cache(cache)?;
+                self.mm.kmem_cache_destroy(handle)?;
+                self.caches.remove(cache);
+                Ok(())
+            }
             Command::Drain => {
                 self.mm.drain_all_pages();
                 Ok(())
@@ -498,6 +620,22 @@ impl<B: BuddyBackend> Machine<B> {
         } else {
             Ok(())
         }
+    }
+
+    /// Refuses a slab command on a machine without memory behind its frames.
+    fn check_slab(&self, command: &'static str) -> Result<(), ExecError> {
+        if self.mm.slab().is_none() {
+            Err(ExecError::NoMemory(command))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The live cache called `name`.
+    fn cache(&self, name: &str) -> Result<&KmemCache, ExecError> {
+        self.caches
+            .get(name)
+            .ok_or_else(|| ExecError::UnknownCache(name.to_owned()))
     }
 
     /// The live allocation called `name`.

@@ -108,6 +108,59 @@ fn the_worked_example_prints_the_expected_output() {
     assert_eq!(run.code, Some(0));
 }
 
+/// Replaces every `addr=0x...` (a host address, different on every run) with `addr=ADDR`.
+fn without_addresses(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            line.split(' ')
+                .map(|token| match token.strip_prefix("addr=0x") {
+                    Some(hex) if hex.chars().all(|c| c.is_ascii_hexdigit()) && !hex.is_empty() => {
+                        "addr=ADDR"
+                    }
+                    _ => token,
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+                + "\n"
+        })
+        .collect()
+}
+
+#[test]
+fn the_slab_script_prints_the_expected_output() {
+    let script = scripts().join("slab.kmm");
+    let expected = std::fs::read_to_string(scripts().join("slab.out"))
+        .unwrap()
+        .replace(
+            "buddy=eager",
+            &format!("buddy={}", <kmm::DefaultBuddy as kmm::BuddyBackend>::NAME),
+        );
+    let run = kmm_sim(&["run", script.to_str().unwrap()], "");
+    assert_eq!(run.err, "");
+    assert_eq!(run.code, Some(0));
+    // Every object line has a real, distinct host address.
+    let addrs: Vec<&str> = run
+        .out
+        .lines()
+        .filter_map(|line| field(line, "addr"))
+        .collect();
+    assert_eq!(addrs.len(), 7, "{}", run.out);
+    for addr in &addrs {
+        assert!(addr.starts_with("0x") && addr.len() > 3, "{addr}");
+    }
+    let mut distinct = addrs.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), addrs.len());
+    // Objects of one cache lie one slot apart.
+    let slot = |name: &str| {
+        let text = field(lines_starting(&run.out, name)[0], "addr").unwrap();
+        usize::from_str_radix(text.trim_start_matches("0x"), 16).unwrap()
+    };
+    assert_eq!(slot("I2:") - slot("I1:"), 192);
+    assert_eq!(without_addresses(&run.out), expected);
+}
+
 #[test]
 fn the_highmem_script_prints_the_expected_output() {
     let script = scripts().join("highmem.kmm");
@@ -244,13 +297,13 @@ fn an_unknown_gfp_name_stops_the_script() {
 
 #[test]
 fn keep_going_runs_the_rest_and_exits_1() {
-    let script = "boot pages=16\nalloc_pages A order=0 gfp=NOT_A_GFP\nkmalloc B 100\nalloc_pages C order=0\nfrobnicate\n";
+    let script = "boot pages=16\nalloc_pages A order=0 gfp=NOT_A_GFP\nkcalloc B 100\nalloc_pages C order=0\nfrobnicate\n";
     let run = run_script(script, &["--keep-going"]);
     assert_eq!(run.code, Some(1));
     let errors: Vec<&str> = run.err.lines().collect();
     assert_eq!(errors.len(), 3, "{}", run.err);
     assert!(errors[0].starts_with("error: line 2: "), "{}", errors[0]);
-    assert_eq!(errors[1], "error: line 3: 'kmalloc' is not available yet");
+    assert_eq!(errors[1], "error: line 3: 'kcalloc' is not available yet");
     assert_eq!(
         errors[2],
         "error: line 5: unknown command 'frobnicate' (try 'help')"

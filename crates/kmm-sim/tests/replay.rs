@@ -65,18 +65,37 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|token| token.strip_prefix(key)?.strip_prefix('='))
 }
 
-/// Checks the end of a replay whose kmm side is still missing.
-///
-/// FIXME(#3): once the facade's kmalloc is wired into `kmm_heap`, a replay succeeds; this check
-/// then becomes: exit status 0, empty standard error, and a `kmm: ops=<events>` line followed by
-/// a `kmm-memory: peak_pages=` line (with `failed=2 (above KMALLOC_MAX_SIZE 4 MiB)` for sqlite3).
-fn check_kmm_side_pending(run: &Run) {
-    assert_eq!(
-        run.err,
-        "error: replay needs the kmalloc heap (issue #3, in progress)\n"
+/// Checks the end of a replay through kmalloc: exit status 0, nothing on standard error, a
+/// `kmm: ops=<events>` line and a `kmm-memory:` line with `failed=<failed>` and the reason.
+/// (The replay fails with an error unless every frame came back after it.)
+fn check_kmm_side(run: &Run, events: u64, failed: &str) {
+    assert_eq!(run.err, "");
+    assert_eq!(run.code, Some(0));
+    let lines: Vec<&str> = run.out.lines().collect();
+    assert!(
+        lines[1].starts_with(&format!("kmm: ops={events} time=")),
+        "{}",
+        run.out
     );
-    assert_eq!(run.code, Some(1));
-    assert_eq!(run.out.lines().count(), 1, "{}", run.out);
+    assert!(
+        lines[2].starts_with("kmm-memory: peak_pages="),
+        "{}",
+        run.out
+    );
+    assert!(
+        lines[2].contains(&format!(" failed={failed} pages_at_peak_live=")),
+        "{}",
+        run.out
+    );
+    let pages = field(lines[2], "peak_pages")
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    let at_peak = field(lines[2], "pages_at_peak_live")
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    assert!(pages >= at_peak && at_peak > 0, "{}", run.out);
 }
 
 #[test]
@@ -118,7 +137,15 @@ fn a_gzipped_trace_prints_its_trace_line_first() {
             .as_str()
         )
     );
-    check_kmm_side_pending(&run);
+    check_kmm_side(&run, 6, "0");
+    assert_eq!(run.out.lines().count(), 5, "{}", run.out);
+    assert!(
+        run.out
+            .lines()
+            .nth(3)
+            .unwrap()
+            .starts_with("system: ops=6 ")
+    );
 }
 
 #[test]
@@ -171,12 +198,19 @@ fn the_published_traces_print_their_readme_counts() {
         return;
     }
     // File, events, peak live objects, live at end (objects, bytes): `traces/README.md`.
+    // And the requests above 4 MiB, which kmalloc refuses.
     let published = [
-        ("py-compileall.trace.gz", 718_014, 85_087, 559),
-        ("gcc-cc1.trace.gz", 476_534, 6_146, 5_713),
-        ("sqlite3.trace.gz", 2_451_341, 8_049, 16),
+        ("py-compileall.trace.gz", 718_014, 85_087, 559, "0"),
+        ("gcc-cc1.trace.gz", 476_534, 6_146, 5_713, "0"),
+        (
+            "sqlite3.trace.gz",
+            2_451_341,
+            8_049,
+            16,
+            "2 (above KMALLOC_MAX_SIZE 4 MiB)",
+        ),
     ];
-    for (file, events, peak_objects, live_at_end) in published {
+    for (file, events, peak_objects, live_at_end, failed) in published {
         let path = dir.join(file);
         let run = kmm_sim(&["replay", path.to_str().unwrap(), "--quiet"]);
         let line = run.out.lines().next().unwrap_or_default();
@@ -192,6 +226,6 @@ fn the_published_traces_print_their_readme_counts() {
         );
         let count = |key| field(line, key).unwrap().parse::<u64>().unwrap();
         assert_eq!(count("allocs") + count("frees") + count("reallocs"), events);
-        check_kmm_side_pending(&run);
+        check_kmm_side(&run, events, failed);
     }
 }

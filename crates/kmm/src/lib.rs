@@ -9,7 +9,8 @@
 //!   crate switches with `features = ["lazy-buddy"]` without turning defaults
 //!   off. Both backends always compile; name them directly to hold both.
 //! - `std` (default): host memory (a memfd mapped as the direct map) and host
-//!   CPUs through `kmm-host`. Without it the crate is `no_std` + `alloc`, and
+//!   CPUs through `kmm-host`, and [`GlobalKmalloc`], kmalloc as Rust's global
+//!   allocator. Without it the crate is `no_std` + `alloc`, and
 //!   memory comes from [`Backing::NoMemory`] or a [`PhysMemory`] of your own.
 #![no_std]
 // `deny`, not `forbid`: the per-CPU chunk source hands vmalloc memory to the
@@ -20,6 +21,12 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(feature = "std")]
+#[expect(
+    unsafe_code,
+    reason = "`GlobalKmalloc` implements `GlobalAlloc`, an unsafe trait"
+)]
+mod global;
 mod manager;
 #[expect(
     unsafe_code,
@@ -27,8 +34,11 @@ mod manager;
 )]
 mod percpu_chunks;
 pub mod procfs;
+mod slab_facade;
 pub mod vm;
 
+#[cfg(feature = "std")]
+pub use global::{GlobalKmalloc, GlobalKmallocStats};
 pub use kmm_buddy::{BuddyBackend, BuddyStats, EagerBuddy, FreeBlock, LazyBuddy};
 pub use kmm_gfp::{self as gfp, *};
 pub use kmm_highmem::{self as highmem, Highmem, HighmemError};
@@ -39,6 +49,10 @@ pub use kmm_page::{
 pub use kmm_page::{Mmu, VirtAddr};
 pub use kmm_percpu::{CpuContext, FixedCpu};
 pub use kmm_percpu::{PercpuAllocator, PercpuError, PercpuPtr};
+pub use kmm_slab::{
+    self as slab, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KmemCache, SlabAllocator, SlabError,
+    SlabFlags, SlabInfo, SlabMeminfo, ZERO_SIZE_PTR,
+};
 pub use kmm_vmalloc::{self as vmalloc, VmallocError, VmallocSpace};
 pub use kmm_zone::{Arch, MachineLayout, ZoneError, ZonedAllocator, snapshot::ZoneSnapshot};
 pub use manager::{

@@ -10,6 +10,7 @@ use kmm_gfp::{Gfp, ZoneType};
 use kmm_highmem::HighmemError;
 use kmm_page::{NoMemory, PageAllocator, PageError, PageFlags, Pfn, PfnRange, PhysMemory};
 use kmm_percpu::{CpuContext, FixedCpu, PerCpuError, PercpuError};
+use kmm_slab::{SlabAllocator, SlabError};
 use kmm_vmalloc::VmallocError;
 use kmm_zone::{
     Arch, MachineLayout, ZoneError, ZonedAllocator, ZonedConfig, snapshot::ZoneSnapshot,
@@ -138,6 +139,14 @@ pub enum KmmError {
     /// The per-CPU allocator refused.
     #[error("percpu: {0}")]
     Percpu(#[from] PercpuError),
+    /// The slab layer refused (a pointer it did not hand out, a double free,
+    /// a cache with live objects, a request above `KMALLOC_MAX_SIZE`, ...).
+    #[error("slab: {0}")]
+    Slab(#[from] SlabError),
+    /// The machine has no memory behind its frames ([`Backing::NoMemory`]),
+    /// so it has no slab layer: kmalloc and the slab caches need real memory.
+    #[error("no slab allocator: the machine has no memory behind its frames (backing NoMemory)")]
+    NoSlab,
 }
 
 /// The state of one frame, for pictures of physical memory.
@@ -188,6 +197,8 @@ pub struct MemoryManager<B: BuddyBackend = DefaultBuddy> {
     pages: Arc<ZonedAllocator<B>>,
     sim_cpus: Option<Arc<FixedCpu>>,
     pub(crate) vm: Vm,
+    /// The slab layer, when the frames have memory behind them.
+    pub(crate) slab: Option<Arc<SlabAllocator>>,
 }
 
 impl<B: BuddyBackend> fmt::Debug for MemoryManager<B> {
@@ -243,6 +254,15 @@ impl<B: BuddyBackend> MemoryManager<B> {
         let pages = Arc::new(ZonedAllocator::new(zoned, cpus.clone(), phys.clone())?);
         let totalram = pages.snapshots().iter().map(|z| z.managed).sum();
         let page_allocator: Arc<dyn PageAllocator> = pages.clone();
+        // `kmem_cache_init`: only frames with memory behind them can hold slabs.
+        let slab = if phys.has_memory() {
+            Some(Arc::new(SlabAllocator::new(
+                page_allocator.clone(),
+                cpus.clone(),
+            )?))
+        } else {
+            None
+        };
         let vm = Vm::boot(VmParts {
             arch: config.arch,
             lowmem_end,
@@ -263,6 +283,7 @@ impl<B: BuddyBackend> MemoryManager<B> {
             pages,
             sim_cpus: None,
             vm,
+            slab,
         })
     }
 
@@ -352,6 +373,7 @@ impl<B: BuddyBackend> MemoryManager<B> {
         "/proc/zoneinfo",
         "/proc/meminfo",
         "/proc/vmallocinfo",
+        "/proc/slabinfo",
     ];
 
     /// The text of a `/proc` file, exactly as Linux formats it, or `None` if
@@ -369,9 +391,18 @@ impl<B: BuddyBackend> MemoryManager<B> {
                 input.vmalloc_total_kb = Some(vm.vmalloc_total_kb);
                 input.vmalloc_used_kb = Some(vm.vmalloc_used_kb);
                 input.percpu_kb = Some(vm.percpu_kb);
+                if let Some(slab) = &self.slab {
+                    let m = slab.meminfo();
+                    input.slab_reclaimable_kb = Some(m.reclaimable_kb);
+                    input.slab_unreclaimable_kb = Some(m.unreclaimable_kb);
+                }
                 procfs::meminfo(&input)
             }
             "/proc/vmallocinfo" => self.vmallocinfo(),
+            "/proc/slabinfo" => match &self.slab {
+                Some(slab) => slab.slabinfo(),
+                None => String::from(procfs::SLABINFO_HEADER),
+            },
             _ => return None,
         })
     }
@@ -435,6 +466,9 @@ impl<B: BuddyBackend> MemoryManager<B> {
     /// Checks every invariant of every zone (lists, counts, conservation).
     pub fn check_invariants(&self) -> Result<(), String> {
         self.pages.check_invariants()?;
+        if let Some(slab) = &self.slab {
+            slab.check_invariants()?;
+        }
         self.check_vm_invariants()
     }
 }

@@ -39,6 +39,12 @@ macro_rules! put {
 /// entries and prints `>100000` instead of the length.
 const FREE_LIST_WALK_CAP: usize = 100_000;
 
+/// The two header lines of `/proc/slabinfo` version 2.1 (`print_slabinfo_header`
+/// in `mm/slab_common.c`): the whole file of a machine without a slab layer
+/// (no memory behind its frames); the rows come from
+/// `kmm_slab::SlabAllocator::slabinfo`.
+pub const SLABINFO_HEADER: &str = "slabinfo - version: 2.1\n# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>\n";
+
 /// Renders `/proc/buddyinfo`: one line per populated zone with the number of
 /// free blocks of each order.
 ///

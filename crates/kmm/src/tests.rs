@@ -196,7 +196,11 @@ fn every_proc_file_renders_and_unknown_files_do_not() {
         let text = mm.proc(path).unwrap();
         assert!(text.ends_with('\n'), "{path}");
     }
-    assert_eq!(mm.proc("/proc/slabinfo"), None);
+    assert_eq!(mm.proc("/proc/nosuchfile"), None);
+    assert_eq!(
+        mm.proc("/proc/slabinfo").unwrap(),
+        crate::procfs::SLABINFO_HEADER
+    );
 }
 
 #[test]

@@ -42,6 +42,7 @@ fn the_demo_shows_every_proc_file_a_picture_and_summaries() {
         "/proc/zoneinfo",
         "/proc/meminfo",
         "/proc/vmallocinfo",
+        "/proc/slabinfo",
     ] {
         assert!(commands.contains(&Command::Cat(file.to_owned())), "{file}");
     }

@@ -29,6 +29,7 @@ fn state(session: &mut Session) -> String {
         "/proc/zoneinfo",
         "/proc/meminfo",
         "/proc/vmallocinfo",
+        "/proc/slabinfo",
     ] {
         text.push_str(&ok(session, &format!("cat {file}")));
     }
@@ -163,8 +164,8 @@ fn refused_allocations_change_nothing() {
     );
     refused(
         &mut session,
-        "cat /proc/slabinfo",
-        "no such file: /proc/slabinfo",
+        "cat /proc/slabinfo2",
+        "no such file: /proc/slabinfo2",
     );
 }
 
@@ -378,4 +379,143 @@ fn refused_vm_commands_change_nothing() {
     refused(&mut session, "vfree E", "no live allocation named 'E'");
     ok(&mut session, "free_percpu H");
     check_invariants(&session);
+}
+
+/// A 64 MiB machine with memory behind its frames.
+fn host() -> Session {
+    let mut session = Session::default();
+    ok(&mut session, "boot mem=64M backing=host");
+    session
+}
+
+#[test]
+fn kmalloc_names_its_size_class_or_its_order() {
+    let mut session = host();
+    let line = ok(&mut session, "kmalloc A 100");
+    assert!(line.starts_with("A: addr=0x"), "{line}");
+    assert!(line.ends_with(" cache=kmalloc-128\n"), "{line}");
+    let line = ok(&mut session, "kzalloc Z 8193");
+    assert!(line.ends_with(" order=2\n"), "{line}");
+    assert!(ok(&mut session, "cat /proc/slabinfo").contains("\nkmalloc-128 "));
+    ok(&mut session, "kfree A");
+    ok(&mut session, "kfree Z");
+    assert!(names(&session).is_empty());
+    check_invariants(&session);
+}
+
+#[test]
+fn slab_caches_run_from_create_to_destroy() {
+    let mut session = host();
+    assert_eq!(
+        ok(
+            &mut session,
+            "kmem_cache_create obj size=192 flags=SLAB_HWCACHE_ALIGN"
+        ),
+        "obj: cache=obj objsize=192 objperslab=21 pagesperslab=1\n"
+    );
+    let line = ok(&mut session, "kmem_cache_alloc O obj");
+    assert!(
+        line.starts_with("O: addr=0x") && line.ends_with(" cache=obj\n"),
+        "{line}"
+    );
+    refused(
+        &mut session,
+        "kmem_cache_destroy obj",
+        "slab: cache obj still has 1 allocated objects",
+    );
+    ok(&mut session, "kmem_cache_free O");
+    assert_eq!(
+        ok(&mut session, "kmem_cache_shrink obj"),
+        "obj: slabs=0 pages=0\n"
+    );
+    ok(&mut session, "kmem_cache_destroy obj");
+    assert!(!ok(&mut session, "cat /proc/slabinfo").contains("obj "));
+    check_invariants(&session);
+}
+
+#[test]
+fn refused_slab_commands_change_nothing() {
+    let mut session = host();
+    ok(&mut session, "kmalloc A 64");
+    ok(&mut session, "kmem_cache_create c size=32");
+    ok(&mut session, "kmem_cache_alloc O c");
+    ok(&mut session, "alloc_pages P order=0");
+    refused(&mut session, "kmalloc A 64", "name 'A' is in use");
+    refused(
+        &mut session,
+        "kmalloc B 64 gfp=GFP_NOPE",
+        "bad gfp 'GFP_NOPE'",
+    );
+    refused(
+        &mut session,
+        "kmalloc B 5M",
+        "slab: 5242880 bytes is above the largest allocation",
+    );
+    refused(
+        &mut session,
+        "kmem_cache_create c size=32",
+        "cache 'c' exists",
+    );
+    refused(
+        &mut session,
+        "kmem_cache_create d size=32 align=3",
+        "slab: invalid arguments",
+    );
+    refused(&mut session, "kmem_cache_alloc O c", "name 'O' is in use");
+    refused(
+        &mut session,
+        "kmem_cache_alloc Q nosuch",
+        "no cache named 'nosuch'",
+    );
+    refused(
+        &mut session,
+        "kfree O",
+        "'O' came from kmem_cache_alloc: free it with kmem_cache_free",
+    );
+    refused(
+        &mut session,
+        "kmem_cache_free A",
+        "'A' came from kmalloc: free it with kfree",
+    );
+    refused(
+        &mut session,
+        "kfree P",
+        "'P' came from alloc_pages: free it with free_pages",
+    );
+    refused(
+        &mut session,
+        "kfree nobody",
+        "no live allocation named 'nobody'",
+    );
+    refused(
+        &mut session,
+        "kmem_cache_shrink nosuch",
+        "no cache named 'nosuch'",
+    );
+    refused(
+        &mut session,
+        "kmem_cache_destroy c",
+        "slab: cache c still has 1 allocated objects",
+    );
+}
+
+#[test]
+fn slab_commands_need_memory_behind_the_frames() {
+    let mut session = toy();
+    refused(
+        &mut session,
+        "kmalloc A 64",
+        "kmalloc needs memory behind the frames; this machine booted with backing=none",
+    );
+    refused(
+        &mut session,
+        "kzalloc A 64",
+        "kzalloc needs memory behind the frames",
+    );
+    refused(
+        &mut session,
+        "kmem_cache_create c size=32",
+        "kmem_cache_create needs memory behind the frames",
+    );
+    refused(&mut session, "kmem_cache_alloc A c", "no cache named 'c'");
 }

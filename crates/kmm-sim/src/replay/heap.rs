@@ -67,13 +67,6 @@ pub(crate) enum HeapError {
         size: usize,
     },
     /// Anything else the heap reports (for a free: an allocator bug).
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "for the kmalloc heap, which is not wired yet (FIXME(#3))"
-        )
-    )]
     #[error("{0}")]
     Other(String),
 }

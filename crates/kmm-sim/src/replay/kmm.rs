@@ -1,25 +1,216 @@
 //! The kmm side of `kmm-sim replay`: kmalloc, from the `kmm` facade, as a
-//! [`ReplayHeap`](crate::replay::heap::ReplayHeap).
+//! [`ReplayHeap`].
 //!
-//! FIXME(#3): the facade's kmalloc is not there yet, so [`kmm_heap`] refuses and `replay` stops
-//! after printing the trace line.
-//! To wire it: boot a machine with `mem` bytes, wrap its `kmalloc`, `krealloc` and `kfree` in a
-//! type that implements `ReplayHeap` (an `unsafe impl`, so this module then opens with
-//! `#![expect(unsafe_code, reason = "...")]`: kmalloc's objects are valid for their size until
-//! `kfree`), report requests above `KMALLOC_MAX_SIZE` as `HeapError::TooLarge` with
-//! `limit_name: "KMALLOC_MAX_SIZE"` (or serve them from vmalloc and say so in the footprint),
-//! fill `footprint` from the slab allocator's counters, `check_invariants` from the
-//! allocator's own check, and `verify_empty` with "every frame is back in the buddy".
+//! [`kmm_heap`] boots an x86-64 machine with the given memory on host memory (so objects are
+//! real memory of this process), one CPU (a replay runs on one thread) and per-CPU page lists
+//! on, and serves the trace with `kmalloc`, `krealloc` and `kfree`.
+//! Requests above `KMALLOC_MAX_SIZE` (4 MiB) are refused as [`HeapError::TooLarge`] and counted
+//! as `failed` by the replay; they are not served from vmalloc.
+//! kmalloc guarantees natural alignment for power-of-two sizes only, so an alignment above the
+//! default is met by rounding the size up to a multiple of it (see [`KmmHeap::effective_size`]).
+#![expect(
+    unsafe_code,
+    reason = "implementing `ReplayHeap` is a promise about the memory kmalloc hands out"
+)]
 
-use crate::replay::heap::ReplayHeap;
+use std::ptr::NonNull;
 
-/// What `replay` prints while the kmalloc heap is missing.
-pub(crate) const NOT_YET: &str = "replay needs the kmalloc heap (issue #3, in progress)";
+use kmm::{
+    Arch, Backing, GFP_KERNEL, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KmmError, MachineConfig,
+    MemoryManager, MemorySpec, PAGE_SIZE, SlabError,
+};
+
+use crate::replay::heap::{FootprintInfo, Handle, HeapError, ReplayHeap};
+
+/// kmalloc over a booted machine, as a replay heap.
+#[derive(Debug)]
+pub(crate) struct KmmHeap {
+    /// The machine.
+    mm: MemoryManager,
+    /// Pages allocated right after boot (the machine's own: interrupt stacks, per-CPU chunks),
+    /// which must be all that is allocated once the replay freed everything.
+    boot_allocated: usize,
+    /// Bytes requested by the live objects that sit in slab caches (not large kmallocs).
+    slab_requested: u64,
+}
 
 /// Builds the kmalloc heap on a machine with `mem` bytes of memory.
-///
-/// FIXME(#3): returns an error until the facade's kmalloc lands.
 pub(crate) fn kmm_heap(mem: u64) -> Result<Box<dyn ReplayHeap>, String> {
-    let _ = mem;
-    Err(NOT_YET.to_owned())
+    Ok(Box::new(KmmHeap::new(mem)?))
 }
+
+impl KmmHeap {
+    /// Boots the machine.
+    pub(crate) fn new(mem: u64) -> Result<KmmHeap, String> {
+        let mm = MemoryManager::boot(MachineConfig {
+            arch: Arch::X86_64,
+            memory: MemorySpec::Size(mem),
+            cpus: 1,
+            pcp: Some(true),
+            min_free_kbytes: None,
+            backing: Backing::Host,
+        })
+        .map_err(|error| format!("cannot boot a {mem}-byte machine for kmalloc: {error}"))?;
+        mm.drain_all_pages();
+        let boot_allocated = mm.summary().allocated_pages;
+        Ok(KmmHeap {
+            mm,
+            boot_allocated,
+            slab_requested: 0,
+        })
+    }
+
+    /// The size kmalloc is asked for: `size` rounded up to a multiple of `align` when `align`
+    /// is above kmalloc's minimum alignment (8). kmalloc objects of a power-of-two size are
+    /// naturally aligned, and so are the objects of `kmalloc-96` and `kmalloc-192` to every
+    /// power of two dividing 96 or 192 (slabs start on a page, objects follow one another), and
+    /// large kmallocs are buddy blocks aligned to their size; so a size that is a multiple of
+    /// `align` always lands in a class whose objects are aligned to `align`.
+    fn effective_size(size: usize, align: usize) -> Result<usize, HeapError> {
+        let too_large = HeapError::TooLarge {
+            size,
+            limit: KMALLOC_MAX_SIZE,
+            limit_name: "KMALLOC_MAX_SIZE",
+        };
+        let rounded = if align > 8 {
+            size.checked_next_multiple_of(align)
+                .ok_or(too_large.clone())?
+        } else {
+            size
+        };
+        if rounded > KMALLOC_MAX_SIZE {
+            return Err(too_large);
+        }
+        Ok(rounded)
+    }
+
+    /// The bytes of a request of `size` (rounded to `rounded`) that count against slab pages.
+    fn slab_bytes(size: usize, rounded: usize) -> u64 {
+        if rounded == 0 || rounded > KMALLOC_MAX_CACHE_SIZE {
+            0
+        } else {
+            size as u64
+        }
+    }
+
+    /// Checks that a new object honours `align`.
+    fn check_aligned(ptr: NonNull<u8>, size: usize, align: usize) -> Result<(), HeapError> {
+        if size > 0 && align > 8 && !ptr.as_ptr().addr().is_multiple_of(align) {
+            return Err(HeapError::Other(format!(
+                "kmalloc returned {:p} for {size} bytes, not aligned to {align}",
+                ptr.as_ptr()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The replay's error for a refused kmalloc.
+fn heap_error(error: KmmError, size: usize) -> HeapError {
+    match error {
+        KmmError::Slab(SlabError::NoMemory(_)) => HeapError::OutOfMemory { size },
+        KmmError::Slab(SlabError::TooLarge { max, .. }) => HeapError::TooLarge {
+            size,
+            limit: max,
+            limit_name: "KMALLOC_MAX_SIZE",
+        },
+        error => HeapError::Other(error.to_string()),
+    }
+}
+
+// SAFETY: the machine runs on host memory, so a kmalloc object of `n > 0` bytes is at least
+// `n` bytes (its size class or its block) of real memory of this process, valid for reads and
+// writes and shared with no other live object until it is passed to `kfree` or `krealloc`;
+// `krealloc` copies the first `min(old, new)` bytes when it moves an object; and the replay
+// calls the heap from one thread, as the simulated CPU context requires. Zero-size requests get
+// `ZERO_SIZE_PTR`, which the `ReplayHeap` contract lets the replay never touch.
+unsafe impl ReplayHeap for KmmHeap {
+    fn name(&self) -> &str {
+        "kmm"
+    }
+
+    fn alloc(&mut self, size: usize, align: usize) -> Result<Handle, HeapError> {
+        let rounded = Self::effective_size(size, align)?;
+        let ptr = self
+            .mm
+            .kmalloc(rounded, GFP_KERNEL)
+            .map_err(|error| heap_error(error, size))?;
+        Self::check_aligned(ptr, size, align)?;
+        self.slab_requested += Self::slab_bytes(size, rounded);
+        Ok(Handle::new(ptr))
+    }
+
+    unsafe fn free(&mut self, handle: Handle, size: usize, align: usize) -> Result<(), HeapError> {
+        let rounded = Self::effective_size(size, align)?;
+        self.mm
+            .kfree(Some(handle.as_ptr()))
+            .map_err(|error| HeapError::Other(error.to_string()))?;
+        self.slab_requested -= Self::slab_bytes(size, rounded);
+        Ok(())
+    }
+
+    unsafe fn realloc(
+        &mut self,
+        handle: Handle,
+        old_size: usize,
+        align: usize,
+        new_size: usize,
+    ) -> Result<Handle, HeapError> {
+        let old_rounded = Self::effective_size(old_size, align)?;
+        let rounded = Self::effective_size(new_size, align)?;
+        let ptr = self
+            .mm
+            .krealloc(Some(handle.as_ptr()), rounded, GFP_KERNEL)
+            .map_err(|error| heap_error(error, new_size))?;
+        // No alignment check here: the old object is gone, so an error could not leave it live
+        // as the contract asks. krealloc keeps the object or takes a new one from kmalloc with
+        // the same rounded size, which `alloc` checks.
+        self.slab_requested -= Self::slab_bytes(old_size, old_rounded);
+        self.slab_requested += Self::slab_bytes(new_size, rounded);
+        Ok(Handle::new(ptr))
+    }
+
+    fn footprint(&self) -> Option<FootprintInfo> {
+        let slab = self.mm.slab()?;
+        let slab_pages = slab.slab_pages() as u64;
+        let large_pages = slab.large_kmalloc_pages() as u64;
+        Some(FootprintInfo {
+            pages_held: slab_pages + large_pages,
+            page_size: PAGE_SIZE as u64,
+            slab_waste_bytes: (slab_pages * PAGE_SIZE as u64).saturating_sub(self.slab_requested),
+            peak_pages_held: None,
+        })
+    }
+
+    fn check_invariants(&self) -> Result<(), String> {
+        self.mm.check_invariants()
+    }
+
+    fn verify_empty(&mut self) -> Result<(), String> {
+        let slab = self.mm.slab().ok_or("the machine has no slab layer")?;
+        // Empty slabs stay with their caches (CPU slabs, up to `min_partial` partial ones)
+        // until a shrink gives them back, as `drop_slab` would.
+        slab.shrink_all();
+        slab.check_invariants()?;
+        let (slab_pages, large_pages) = (slab.slab_pages(), slab.large_kmalloc_pages());
+        if slab_pages != 0 || large_pages != 0 {
+            return Err(format!(
+                "after freeing everything kmalloc still holds {slab_pages} slab pages and \
+                 {large_pages} large kmalloc pages"
+            ));
+        }
+        self.mm.drain_all_pages();
+        self.mm.check_invariants()?;
+        let allocated = self.mm.summary().allocated_pages;
+        if allocated != self.boot_allocated {
+            return Err(format!(
+                "{allocated} pages are allocated after the replay, {} after boot",
+                self.boot_allocated
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

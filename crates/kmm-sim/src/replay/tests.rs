@@ -206,17 +206,58 @@ fn a_heap_that_cannot_report_its_memory_prints_na() {
 }
 
 #[test]
-fn until_kmalloc_lands_replay_stops_after_the_trace_line() {
-    // FIXME(#3): once `kmm_heap` builds the kmalloc heap, this run succeeds and prints the
-    // `kmm:` and `kmm-memory:` lines; then assert those here instead.
-    let file = TempTrace::new("pending.trace", SMALL);
+fn the_kmalloc_heap_replays_and_reports_its_memory() {
+    let file = TempTrace::new("kmalloc.trace", SMALL);
     let printed = run(&file.0, Some(Baseline::System), 256 << 20, &kmm::kmm_heap);
-    assert!(!printed.ok);
-    assert_eq!(printed.out.len(), 1);
+    assert!(printed.ok, "{printed:?}");
+    assert_eq!(printed.err, "");
+    assert_eq!(printed.out.len(), 5, "{printed:?}");
     assert!(printed.out[0].starts_with("trace: "), "{printed:?}");
-    assert_eq!(
-        printed.err,
-        "error: replay needs the kmalloc heap (issue #3, in progress)\n"
+    assert!(
+        printed.out[1].starts_with("kmm: ops=6 time="),
+        "{printed:?}"
+    );
+    let memory = &printed.out[2];
+    let value = |key: &str| -> u64 {
+        memory
+            .split_whitespace()
+            .find_map(|token| token.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("{key} in {memory}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(memory.starts_with("kmm-memory: peak_pages="), "{memory}");
+    assert_eq!(value("failed"), 0);
+    // At the peak of live bytes (100 + 200 + 8000) every object sits in a slab cache, so the
+    // waste is the slab pages held then minus the bytes requested.
+    let at_peak = value("pages_at_peak_live");
+    assert!(
+        at_peak >= 3,
+        "kmalloc-128, kmalloc-256 and kmalloc-8k slabs: {memory}"
+    );
+    assert_eq!(value("slab_waste_bytes"), at_peak * 4096 - 8300);
+    assert!(value("peak_pages") >= at_peak);
+    assert!(printed.out[3].starts_with("system: ops=6 "), "{printed:?}");
+    assert!(
+        printed.out[4].starts_with("ratio: system/kmm="),
+        "{printed:?}"
+    );
+}
+
+#[test]
+fn the_kmalloc_heap_counts_requests_above_kmalloc_max_size_as_failed() {
+    let file = TempTrace::new(
+        "kmalloc-large.trace",
+        "a 0 5000000
+a 1 20000
+r 1 2 4194305
+",
+    );
+    let printed = run(&file.0, None, 256 << 20, &kmm::kmm_heap);
+    assert!(printed.ok, "{printed:?}");
+    assert!(
+        printed.out[2].contains(" failed=2 (above KMALLOC_MAX_SIZE 4 MiB) "),
+        "{printed:?}"
     );
 }
 

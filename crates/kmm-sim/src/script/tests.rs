@@ -324,7 +324,7 @@ fn simple_commands_take_their_positional_argument() {
 
 #[test]
 fn later_commands_are_not_available_yet() {
-    for word in ["kmalloc", "kfree", "kmem_cache_create", "kmem_cache_alloc"] {
+    for word in ["kcalloc", "krealloc"] {
         assert_eq!(
             error(&format!("{word} B 100")),
             format!("'{word}' is not available yet")
@@ -479,4 +479,58 @@ mod properties {
             let _ = parse_line(&line);
         }
     }
+}
+
+#[test]
+fn slab_commands_parse() {
+    let parse = |line: &str| parse_line(line).unwrap().unwrap();
+    assert_eq!(
+        parse("kzalloc K 2K gfp=GFP_DMA"),
+        Command::Kmalloc {
+            name: "K".to_owned(),
+            size: 2048,
+            gfp: Some("GFP_DMA".to_owned()),
+            zero: true,
+        }
+    );
+    assert_eq!(
+        parse(
+            "kmem_cache_create inode_cache size=600 align=64 flags=SLAB_HWCACHE_ALIGN|SLAB_POISON"
+        ),
+        Command::KmemCacheCreate {
+            cache: "inode_cache".to_owned(),
+            size: 600,
+            align: 64,
+            flags: kmm::SlabFlags::HWCACHE_ALIGN | kmm::SlabFlags::POISON,
+        }
+    );
+    assert_eq!(
+        parse("kmem_cache_alloc O inode_cache"),
+        Command::KmemCacheAlloc {
+            name: "O".to_owned(),
+            cache: "inode_cache".to_owned(),
+        }
+    );
+    assert_eq!(
+        parse("kmem_cache_destroy c"),
+        Command::KmemCacheDestroy {
+            cache: "c".to_owned()
+        }
+    );
+    assert_eq!(
+        error("kmem_cache_create c size=8 flags=SLAB_NOPE"),
+        "bad value 'SLAB_NOPE' for flags=: unknown slab flag in \"SLAB_NOPE\""
+    );
+    assert_eq!(
+        error("kmem_cache_alloc O"),
+        "'kmem_cache_alloc' needs a cache, as in 'kmem_cache_alloc O inode_cache'"
+    );
+    assert_eq!(
+        error("kmem_cache_shrink bad-name"),
+        "bad name 'bad-name': a name starts with a letter or '_' and has only letters, digits and '_'"
+    );
+    assert_eq!(
+        error("kmem_cache_frobnicate"),
+        "unknown command 'kmem_cache_frobnicate' (try 'help')"
+    );
 }

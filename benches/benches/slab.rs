@@ -1,0 +1,130 @@
+//! Slab benches: the `kmem_cache` fast path against a bare `Vec` push/pop,
+//! kmalloc pairs across sizes against the system allocator, and the fast
+//! path on 1 and 2 threads.
+
+#![expect(
+    unsafe_code,
+    reason = "the system allocator baseline is called through `GlobalAlloc`"
+)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use kmm_buddy::EagerBuddy;
+use kmm_gfp::GFP_KERNEL;
+use kmm_host::{HostCpus, HostMemory};
+use kmm_percpu::CpuContext;
+use kmm_slab::{SlabAllocator, SlabFlags};
+use kmm_zone::{MachineLayout, ZonedAllocator, ZonedConfig};
+
+/// A 256 MiB x86-64 machine on host memory with `cpus` CPUs, and its slab layer.
+fn machine(cpus: usize) -> (Arc<HostCpus>, SlabAllocator) {
+    let layout = MachineLayout::x86_64(256 << 20);
+    let mem = HostMemory::new(&layout.present_ranges(), layout.lowmem_end()).expect("host memory");
+    let cfg = ZonedConfig {
+        layout,
+        pcp: true,
+        min_free_kbytes: None,
+    };
+    let host_cpus = Arc::new(HostCpus::new(cpus));
+    let ctx: Arc<dyn CpuContext> = host_cpus.clone();
+    let pages =
+        Arc::new(ZonedAllocator::<EagerBuddy>::new(cfg, ctx.clone(), Arc::new(mem)).expect("boot"));
+    (host_cpus, SlabAllocator::new(pages, ctx).expect("slab"))
+}
+
+fn cache_pair(c: &mut Criterion) {
+    let mut g = c.benchmark_group("slab/cache_pair");
+    let mut v: Vec<u64> = Vec::with_capacity(16);
+    g.bench_function("vec_push_pop", |b| {
+        b.iter(|| {
+            v.push(black_box(7));
+            black_box(v.pop())
+        })
+    });
+    let (_cpus, slab) = machine(1);
+    let cache = slab
+        .kmem_cache_create("bench-64", 64, 0, SlabFlags::empty(), None)
+        .unwrap();
+    g.bench_function("kmem_cache", |b| {
+        b.iter(|| {
+            let p = slab.kmem_cache_alloc(&cache, GFP_KERNEL).unwrap();
+            slab.kmem_cache_free(&cache, black_box(p)).unwrap();
+        })
+    });
+    g.finish();
+}
+
+fn kmalloc_sizes(c: &mut Criterion) {
+    let (_cpus, slab) = machine(1);
+    for size in [8usize, 64, 100, 512, 2048, 8192] {
+        let mut g = c.benchmark_group(format!("kmalloc/size_{size}"));
+        g.bench_function("system", |b| {
+            let layout = Layout::from_size_align(size, 8).unwrap();
+            b.iter(|| {
+                // SAFETY: the layout has a non-zero size, and the pointer is
+                // freed with the same layout right away.
+                unsafe {
+                    let p = System.alloc(black_box(layout));
+                    System.dealloc(black_box(p), layout);
+                }
+            })
+        });
+        g.bench_function("kmalloc", |b| {
+            b.iter(|| {
+                let p = slab.kmalloc(black_box(size), GFP_KERNEL).unwrap();
+                slab.kfree(Some(black_box(p))).unwrap();
+            })
+        });
+        g.finish();
+    }
+}
+
+/// `iters` cache pairs on each of `threads` threads bound to their own CPU;
+/// the time until all are done.
+fn threaded_pairs(threads: usize, iters: u64) -> Duration {
+    let (cpus, slab) = machine(threads);
+    let slab = Arc::new(slab);
+    let cache = slab
+        .kmem_cache_create("bench-threads", 64, 0, SlabFlags::empty(), None)
+        .unwrap();
+    let start = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|cpu| {
+            let (cpus, slab, cache, start) =
+                (cpus.clone(), slab.clone(), cache.clone(), start.clone());
+            std::thread::spawn(move || {
+                let _bound = cpus.bind(cpu).unwrap();
+                start.wait();
+                for _ in 0..iters {
+                    let p = slab.kmem_cache_alloc(&cache, GFP_KERNEL).unwrap();
+                    slab.kmem_cache_free(&cache, black_box(p)).unwrap();
+                }
+            })
+        })
+        .collect();
+    let t = Instant::now();
+    start.wait();
+    for h in handles {
+        h.join().unwrap();
+    }
+    t.elapsed()
+}
+
+fn threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("slab/threads");
+    // Time per pair per thread: with perfect scaling both are equal.
+    g.bench_function("1_thread", |b| {
+        b.iter_custom(|iters| threaded_pairs(1, iters))
+    });
+    g.bench_function("2_threads", |b| {
+        b.iter_custom(|iters| threaded_pairs(2, iters))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, cache_pair, kmalloc_sizes, threads);
+criterion_main!(benches);

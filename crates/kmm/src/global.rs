@@ -1,0 +1,285 @@
+//! [`GlobalKmalloc`]: kmalloc as Rust's global allocator (feature `std`).
+//!
+//! The first allocation boots a machine on host memory whose CPUs are host
+//! threads (`kmm_host::HostCpus`); every later allocation is a `kmalloc`, every
+//! deallocation a `kfree` (`mm/slub.c`). Each thread is bound to a CPU of the
+//! machine, round-robin, the first time it allocates, so threads spread over
+//! the per-CPU slabs and page lists as tasks spread over CPUs.
+//!
+//! Three cases go to [`std::alloc::System`] instead: allocations made while the
+//! thread is already inside kmm (booting the machine, or a `Vec` the CPU
+//! bookkeeping grows in the middle of a `kmalloc`), requests kmalloc cannot
+//! serve (above `KMALLOC_MAX_SIZE` after alignment rounding, or out of memory),
+//! and every allocation if the machine could not boot. A deallocation goes
+//! back to kmalloc exactly when the pointer lies in the machine's direct map,
+//! and to the system allocator otherwise.
+
+use alloc::sync::Arc;
+use core::alloc::{GlobalAlloc, Layout};
+use core::cell::Cell;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::alloc::System;
+
+use kmm_gfp::GFP_KERNEL;
+use kmm_host::HostCpus;
+use kmm_slab::{KMALLOC_MAX_SIZE, SlabAllocator};
+
+use crate::{Arch, Backing, MachineConfig, MemoryManager, MemorySpec};
+
+std::thread_local! {
+    /// Whether this thread is inside kmm now (re-entrant calls go to `System`).
+    static IN_KMM: Cell<bool> = const { Cell::new(false) };
+    /// Whether this thread has been bound to a CPU of the machine.
+    static BOUND: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The machine behind a [`GlobalKmalloc`].
+struct Machine {
+    /// The memory manager.
+    mm: MemoryManager,
+    /// Its CPUs, to bind threads to.
+    cpus: Arc<HostCpus>,
+}
+
+/// kmalloc as a [`GlobalAlloc`]: `#[global_allocator] static A: GlobalKmalloc = GlobalKmalloc::new(256 << 20, 4);`.
+///
+/// Alignment: kmalloc objects are aligned to 8 bytes, objects of a
+/// power-of-two size are aligned to their size (`kmalloc`'s guarantee,
+/// `include/linux/slab.h`), `kmalloc-96` and `kmalloc-192` objects to the
+/// powers of two that divide their size, and large kmallocs to their block.
+/// So a layout with an alignment above 8 is served as a kmalloc of its size
+/// rounded up to a multiple of the alignment, which always lands in a size
+/// class aligned enough.
+pub struct GlobalKmalloc {
+    /// Memory of the machine in bytes.
+    mem: u64,
+    /// CPUs of the machine.
+    nr_cpus: usize,
+    /// The machine, booted on first use; `None` if it could not boot.
+    machine: spin::Once<Option<Machine>>,
+    /// The CPU the next thread is bound to.
+    next_cpu: AtomicUsize,
+    /// Allocations kmalloc served.
+    kmallocs: AtomicUsize,
+    /// Allocations the system allocator served.
+    fallbacks: AtomicUsize,
+    /// `kfree` calls that failed (a bug: they should never happen).
+    errors: AtomicUsize,
+}
+
+impl core::fmt::Debug for GlobalKmalloc {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("GlobalKmalloc")
+            .field("mem", &self.mem)
+            .field("nr_cpus", &self.nr_cpus)
+            .field("booted", &self.machine.is_completed())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// Counters of a [`GlobalKmalloc`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GlobalKmallocStats {
+    /// Allocations `kmalloc` served.
+    pub kmallocs: usize,
+    /// Allocations the system allocator served (re-entrant, too large, or no machine).
+    pub fallbacks: usize,
+    /// `kfree` calls that failed; always 0 unless kmm has a bug.
+    pub errors: usize,
+}
+
+/// Runs `f` with this thread marked as inside kmm; `None` (run nothing) if it
+/// already is, or if its thread-locals are gone.
+fn guarded<R>(f: impl FnOnce() -> R) -> Option<R> {
+    let entered = IN_KMM.try_with(|flag| !flag.replace(true)).unwrap_or(false);
+    if !entered {
+        return None;
+    }
+    let result = f();
+    let _ = IN_KMM.try_with(|flag| flag.set(false));
+    Some(result)
+}
+
+impl GlobalKmalloc {
+    /// An allocator whose machine (booted on first use) has `mem` bytes and
+    /// `nr_cpus` CPUs (at least one).
+    pub const fn new(mem: u64, nr_cpus: usize) -> GlobalKmalloc {
+        GlobalKmalloc {
+            mem,
+            nr_cpus: if nr_cpus == 0 { 1 } else { nr_cpus },
+            machine: spin::Once::new(),
+            next_cpu: AtomicUsize::new(0),
+            kmallocs: AtomicUsize::new(0),
+            fallbacks: AtomicUsize::new(0),
+            errors: AtomicUsize::new(0),
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> GlobalKmallocStats {
+        GlobalKmallocStats {
+            kmallocs: self.kmallocs.load(Relaxed),
+            fallbacks: self.fallbacks.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+        }
+    }
+
+    /// The memory manager, once booted (`None` before the first allocation or
+    /// if the machine could not boot). Allocating while using it is fine:
+    /// the thread is not inside kmm then.
+    pub fn memory_manager(&self) -> Option<&MemoryManager> {
+        self.machine.get()?.as_ref().map(|m| &m.mm)
+    }
+
+    /// Boots the machine on the first call. Runs inside [`guarded`], so
+    /// everything boot allocates comes from the system allocator.
+    fn machine(&self) -> Option<&Machine> {
+        self.machine
+            .call_once(|| {
+                let cpus = Arc::new(HostCpus::new(self.nr_cpus));
+                let config = MachineConfig {
+                    arch: Arch::X86_64,
+                    memory: MemorySpec::Size(self.mem),
+                    cpus: self.nr_cpus,
+                    pcp: Some(true),
+                    min_free_kbytes: None,
+                    backing: Backing::Host,
+                };
+                let mm = MemoryManager::boot_with(config, cpus.clone()).ok()?;
+                mm.slab()?;
+                Some(Machine { mm, cpus })
+            })
+            .as_ref()
+    }
+
+    /// The slab layer, with the calling thread bound to a CPU.
+    fn slab(&self) -> Option<(&Machine, &SlabAllocator)> {
+        let machine = self.machine()?;
+        if BOUND.try_with(|b| !b.replace(true)).unwrap_or(false) {
+            let cpu = self.next_cpu.fetch_add(1, Relaxed) % self.nr_cpus;
+            // The binding lasts as long as the thread: it is forgotten, not
+            // dropped, and the CPU table entry goes with the thread's locals.
+            if let Ok(binding) = machine.cpus.bind(cpu) {
+                core::mem::forget(binding);
+            }
+        }
+        Some((machine, machine.mm.slab()?))
+    }
+
+    /// The kmalloc size for `layout` (see the type's docs on alignment).
+    fn kmalloc_size(layout: Layout) -> Option<usize> {
+        let size = layout.size().max(1);
+        let size = if layout.align() > 8 {
+            size.checked_next_multiple_of(layout.align())?
+        } else {
+            size
+        };
+        (size <= KMALLOC_MAX_SIZE).then_some(size)
+    }
+
+    /// `kmalloc` for `layout`, or `None` to fall back.
+    fn try_kmalloc(&self, layout: Layout, zero: bool) -> Option<NonNull<u8>> {
+        let size = Self::kmalloc_size(layout)?;
+        guarded(|| {
+            let (_, slab) = self.slab()?;
+            let ptr = if zero {
+                slab.kzalloc(size, GFP_KERNEL)
+            } else {
+                slab.kmalloc(size, GFP_KERNEL)
+            }
+            .ok()?;
+            if !ptr.as_ptr().addr().is_multiple_of(layout.align()) {
+                // Not expected (see the alignment argument); give it back.
+                let _ = slab.kfree(Some(ptr));
+                return None;
+            }
+            Some(ptr)
+        })
+        .flatten()
+    }
+
+    /// Allocates `layout` from kmalloc or the system allocator.
+    ///
+    /// # Safety
+    ///
+    /// As [`GlobalAlloc::alloc`].
+    unsafe fn allocate(&self, layout: Layout, zero: bool) -> *mut u8 {
+        if let Some(ptr) = self.try_kmalloc(layout, zero) {
+            self.kmallocs.fetch_add(1, Relaxed);
+            return ptr.as_ptr();
+        }
+        self.fallbacks.fetch_add(1, Relaxed);
+        if zero {
+            // SAFETY: the caller's layout promises are passed on unchanged.
+            unsafe { System.alloc_zeroed(layout) }
+        } else {
+            // SAFETY: as above.
+            unsafe { System.alloc(layout) }
+        }
+    }
+
+    /// Whether `ptr` lies in the machine's direct map (so kmalloc handed it out).
+    fn is_kmm(&self, ptr: *mut u8) -> bool {
+        self.machine
+            .get()
+            .and_then(Option::as_ref)
+            .is_some_and(|m| m.mm.pages().phys().virt_to_pfn(ptr.addr()).is_some())
+    }
+}
+
+// SAFETY: kmalloc objects are host memory of this process (the machine runs on
+// `Backing::Host`), at least `kmalloc_size(layout) >= layout.size()` bytes,
+// aligned to `layout.align()` (checked before returning), shared with no other
+// live object until `kfree`. A pointer is passed to `kfree` exactly when it
+// lies in the machine's direct map, which only kmalloc's pointers do (the
+// system allocator never returns memory inside that mapping while it exists,
+// and the machine lives as long as the allocator); all others go back to
+// `System`, which handed them out with the same layout.
+unsafe impl GlobalAlloc for GlobalKmalloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's promises are passed on.
+        unsafe { self.allocate(layout, false) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's promises are passed on.
+        unsafe { self.allocate(layout, true) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if self.is_kmm(ptr) {
+            let freed = guarded(|| {
+                let slab = self.machine.get()?.as_ref()?.mm.slab()?;
+                slab.kfree(NonNull::new(ptr)).ok()
+            })
+            .flatten();
+            if freed.is_none() {
+                // A `kfree` refused (or re-entered): leak the object rather
+                // than hand kmalloc memory to the system allocator.
+                self.errors.fetch_add(1, Relaxed);
+            }
+            return;
+        }
+        // SAFETY: `ptr` is not kmalloc's, so the system allocator returned it
+        // for `layout`, and the caller gives it back once.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller promises `new_size` rounded to the alignment does
+        // not overflow `isize`, and the alignment is a power of two.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // SAFETY: the caller's promises for `new_layout` hold (non-zero size).
+        let new = unsafe { self.alloc(new_layout) };
+        if !new.is_null() {
+            // SAFETY: both blocks are live, distinct, and at least
+            // `min(old, new)` bytes long.
+            unsafe { ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size)) };
+            // SAFETY: `ptr` is live with `layout`, given back once.
+            unsafe { self.dealloc(ptr, layout) };
+        }
+        new
+    }
+}

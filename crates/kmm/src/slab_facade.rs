@@ -1,0 +1,107 @@
+//! The slab layer of a booted machine: kmalloc and the slab caches of
+//! `kmm-slab` (SLUB, `mm/slub.c` and `mm/slab_common.c`), forwarded by the
+//! facade.
+//!
+//! A machine gets a [`SlabAllocator`] at boot when its frames have memory
+//! behind them (host memory or a [`PhysMemory`](kmm_page::PhysMemory) of your
+//! own). On [`Backing::NoMemory`](crate::Backing::NoMemory) frames are pure
+//! numbers, no object can live in them, and every call here returns
+//! [`KmmError::NoSlab`].
+
+use core::ptr::NonNull;
+
+use kmm_buddy::BuddyBackend;
+use kmm_gfp::Gfp;
+use kmm_slab::{KmemCache, SlabAllocator, SlabFlags};
+
+use crate::{KmmError, MemoryManager};
+
+impl<B: BuddyBackend> MemoryManager<B> {
+    /// The slab layer, or `None` on a machine without memory behind its frames.
+    pub fn slab(&self) -> Option<&SlabAllocator> {
+        self.slab.as_deref()
+    }
+
+    /// The slab layer or [`KmmError::NoSlab`].
+    fn slab_or_err(&self) -> Result<&SlabAllocator, KmmError> {
+        self.slab.as_deref().ok_or(KmmError::NoSlab)
+    }
+
+    /// Allocates `size` bytes (`kmalloc`, `include/linux/slab.h`): a
+    /// `kmalloc-*` cache up to 8 KiB, the page allocator above, at most
+    /// `KMALLOC_MAX_SIZE` (4 MiB).
+    pub fn kmalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, KmmError> {
+        Ok(self.slab_or_err()?.kmalloc(size, gfp)?)
+    }
+
+    /// Allocates `size` zeroed bytes (`kzalloc`, `include/linux/slab.h`).
+    pub fn kzalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, KmmError> {
+        Ok(self.slab_or_err()?.kzalloc(size, gfp)?)
+    }
+
+    /// Frees memory from kmalloc or a slab cache (`kfree`, `mm/slub.c`);
+    /// `None` and `ZERO_SIZE_PTR` are no-ops. A pointer the slab layer did
+    /// not hand out is an error and changes nothing.
+    pub fn kfree(&self, ptr: Option<NonNull<u8>>) -> Result<(), KmmError> {
+        Ok(self.slab_or_err()?.kfree(ptr)?)
+    }
+
+    /// The usable size of an allocation (`ksize`, `mm/slab_common.c`).
+    pub fn ksize(&self, ptr: NonNull<u8>) -> Result<usize, KmmError> {
+        Ok(self.slab_or_err()?.ksize(ptr)?)
+    }
+
+    /// Resizes an allocation (`krealloc`, `mm/slab_common.c`); the old
+    /// allocation is untouched on error.
+    pub fn krealloc(
+        &self,
+        ptr: Option<NonNull<u8>>,
+        new_size: usize,
+        gfp: Gfp,
+    ) -> Result<NonNull<u8>, KmmError> {
+        Ok(self.slab_or_err()?.krealloc(ptr, new_size, gfp)?)
+    }
+
+    /// Creates a cache of `size`-byte objects (`kmem_cache_create`,
+    /// `mm/slab_common.c`); `align` 0 is the default alignment.
+    pub fn kmem_cache_create(
+        &self,
+        name: &str,
+        size: usize,
+        align: usize,
+        flags: SlabFlags,
+        ctor: Option<fn(NonNull<u8>)>,
+    ) -> Result<KmemCache, KmmError> {
+        Ok(self
+            .slab_or_err()?
+            .kmem_cache_create(name, size, align, flags, ctor)?)
+    }
+
+    /// Allocates an object of `cache` (`kmem_cache_alloc`, `mm/slub.c`).
+    pub fn kmem_cache_alloc(&self, cache: &KmemCache, gfp: Gfp) -> Result<NonNull<u8>, KmmError> {
+        Ok(self.slab_or_err()?.kmem_cache_alloc(cache, gfp)?)
+    }
+
+    /// Allocates a zeroed object of `cache` (`kmem_cache_zalloc`, `include/linux/slab.h`).
+    pub fn kmem_cache_zalloc(&self, cache: &KmemCache, gfp: Gfp) -> Result<NonNull<u8>, KmmError> {
+        Ok(self.slab_or_err()?.kmem_cache_zalloc(cache, gfp)?)
+    }
+
+    /// Frees an object of `cache` (`kmem_cache_free`, `mm/slub.c`).
+    pub fn kmem_cache_free(&self, cache: &KmemCache, obj: NonNull<u8>) -> Result<(), KmmError> {
+        Ok(self.slab_or_err()?.kmem_cache_free(cache, obj)?)
+    }
+
+    /// Gives the empty slabs of `cache` back to the page allocator
+    /// (`kmem_cache_shrink`, `mm/slab_common.c`); `true` if the cache holds
+    /// no slab afterwards.
+    pub fn kmem_cache_shrink(&self, cache: &KmemCache) -> Result<bool, KmmError> {
+        Ok(self.slab_or_err()?.kmem_cache_shrink(cache)?)
+    }
+
+    /// Destroys `cache` (`kmem_cache_destroy`, `mm/slab_common.c`); refused
+    /// while it has live objects.
+    pub fn kmem_cache_destroy(&self, cache: &KmemCache) -> Result<(), KmmError> {
+        Ok(self.slab_or_err()?.kmem_cache_destroy(cache)?)
+    }
+}
