@@ -556,6 +556,14 @@ impl SlabAllocator {
             return Err(SlabError::NoMemory(kmm_page::PageError::NoAddress(pfn)));
         };
         let _g = self.large_lock.lock();
+        self.mark_large(pfn, order);
+        self.large_pages.fetch_add(1 << order, Relaxed);
+        Ok(base)
+    }
+
+    /// Marks the frames of a large kmalloc block: the head carries the type,
+    /// this allocator's tag and the order; tails their index.
+    fn mark_large(&self, pfn: Pfn, order: u32) {
         for i in 0..(1usize << order) {
             if let Some(f) = self.pages.pfn_to_page(Pfn(pfn.0 + i)) {
                 if i == 0 {
@@ -570,8 +578,6 @@ impl SlabAllocator {
                 }
             }
         }
-        self.large_pages.fetch_add(1 << order, Relaxed);
-        Ok(base)
     }
 
     fn free_large(&self, addr: usize, pfn: Pfn, order: u32) -> Result<(), SlabError> {
@@ -603,20 +609,7 @@ impl SlabAllocator {
         clear(self);
         if let Err(e) = self.pages.free_pages(pfn, order) {
             // Put the marks back: the block stays a live large kmalloc.
-            for i in 0..(1usize << order) {
-                if let Some(f) = self.pages.pfn_to_page(Pfn(pfn.0 + i)) {
-                    if i == 0 {
-                        f.set_page_type(PageType::LargeKmalloc);
-                        f.set_private((self.tag << 8) | order);
-                        if order > 0 {
-                            f.set(PageFlags::HEAD);
-                        }
-                    } else {
-                        f.set(PageFlags::TAIL);
-                        f.set_private(i as u32);
-                    }
-                }
-            }
+            self.mark_large(pfn, order);
             return Err(SlabError::NoMemory(e));
         }
         self.large_pages.fetch_sub(1 << order, Relaxed);
