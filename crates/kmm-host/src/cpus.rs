@@ -1,6 +1,6 @@
 //! `HostCpus`: a `CpuContext` where each OS thread binds itself to a CPU slot.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,6 +24,10 @@ struct ThreadCpu {
 
 thread_local! {
     static THREAD_CPUS: RefCell<Vec<ThreadCpu>> = const { RefCell::new(Vec::new()) };
+    /// `(machine + 1, cpu)` of one entry of `THREAD_CPUS`, kept equal to it,
+    /// so that `current_cpu` (on every allocation) is one thread-local read
+    /// for the machine a thread uses; `(0, 0)` when it mirrors nothing.
+    static LAST_CPU: Cell<(u64, usize)> = const { Cell::new((0, 0)) };
 }
 
 /// A [`CpuContext`] for real threads: each OS thread binds itself to one of
@@ -143,8 +147,15 @@ impl HostCpus {
                     }
                 };
                 let result = f(&mut cpus[i]);
+                let key = self.machine + 1;
+                let mirrored = LAST_CPU.with(|last| last.get().0);
                 if !cpus[i].bound && cpus[i].preempt == 0 {
                     cpus.swap_remove(i);
+                    if mirrored == key {
+                        LAST_CPU.with(|last| last.set((0, 0)));
+                    }
+                } else if mirrored == key || mirrored == 0 {
+                    LAST_CPU.with(|last| last.set((key, cpus[i].cpu)));
                 }
                 result
             })
@@ -157,7 +168,12 @@ impl CpuContext for HostCpus {
         self.nr_cpus
     }
 
+    #[inline]
     fn current_cpu(&self) -> usize {
+        let (key, cpu) = LAST_CPU.with(Cell::get);
+        if key == self.machine + 1 {
+            return cpu;
+        }
         self.read().map_or(0, |entry| entry.cpu)
     }
 

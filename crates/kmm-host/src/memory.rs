@@ -402,6 +402,12 @@ unsafe impl PhysMemory for HostMemory {
         true
     }
 
+    /// The direct map is one mapping of the memfd from frame 0, so frame
+    /// `pfn` is at `base + pfn * PAGE_SIZE`.
+    fn linear_map_base(&self) -> Option<usize> {
+        Some(self.map.base.as_ptr().addr())
+    }
+
     /// Zeroes the frames: lowmem through the direct map, highmem by punching
     /// a hole in the memfd (zeros, and the memory goes back to the host).
     /// Returns `false`, having changed nothing, if some frame has no memory.

@@ -109,4 +109,17 @@ pub trait PageAllocator: Send + Sync {
 
     /// The memory behind the frames (for `page_address` and `virt_to_page`).
     fn phys_memory(&self) -> &dyn PhysMemory;
+
+    /// The frame whose direct-map bytes hold `addr` (`virt_to_page`), with
+    /// its number; `None` if `addr` is not a direct-map address of a frame
+    /// this allocator knows.
+    ///
+    /// The default asks the memory ([`PhysMemory::virt_to_pfn`]) and then
+    /// [`PageAllocator::pfn_to_page`]; an implementation over a linear direct
+    /// map can answer with arithmetic, as `kfree` on every call wants.
+    #[inline]
+    fn virt_to_page(&self, addr: usize) -> Option<(Pfn, &PageFrame)> {
+        let pfn = self.phys_memory().virt_to_pfn(addr)?;
+        Some((pfn, self.pfn_to_page(pfn)?))
+    }
 }

@@ -32,6 +32,16 @@ pub unsafe trait PhysMemory: Send + Sync {
     /// Whether frames have real memory behind them.
     fn has_memory(&self) -> bool;
 
+    /// The address of frame 0 in a linear direct map, if the memory has one:
+    /// `Some(base)` promises that `direct_map(pfn)`, whenever it is `Some`,
+    /// is `base + pfn * PAGE_SIZE`, and that `virt_to_pfn(addr)`, whenever it
+    /// is `Some(pfn)`, is `(addr - base) / PAGE_SIZE` (the kernel's
+    /// `__va`/`__pa` arithmetic). Page allocators use it to turn an address
+    /// into a frame without asking the memory. The default is `None`.
+    fn linear_map_base(&self) -> Option<usize> {
+        None
+    }
+
     /// Fills `count` frames from `pfn` with zeros, including highmem frames
     /// (which the implementer reaches by its own means). Returns `false` if
     /// some frame has no memory behind it.

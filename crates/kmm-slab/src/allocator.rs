@@ -251,8 +251,11 @@ impl SlabAllocator {
         &self.pages
     }
 
-    pub(crate) fn cache_by_id(&self, id: u32) -> Option<Arc<Cache>> {
-        self.caches.get(id as usize)?.get().cloned()
+    /// The cache with id `id`. A reference, not a clone: the hot paths must
+    /// not touch the `Arc`'s shared count, which would bounce between CPUs.
+    #[inline]
+    pub(crate) fn cache_by_id(&self, id: u32) -> Option<&Arc<Cache>> {
+        self.caches.get(id as usize)?.get()
     }
 
     pub(crate) fn alloc_slab_id(&self) -> Option<u32> {
@@ -641,7 +644,7 @@ impl SlabAllocator {
                     .checked_sub(1)
                     .and_then(|c| self.cache_by_id(c))
                     .ok_or(SlabError::ForeignPointer { addr })?;
-                self.cache_free(&cache, p)
+                self.cache_free(cache, p)
             }
         }
     }
@@ -669,7 +672,7 @@ impl SlabAllocator {
             return Ok(PAGE_SIZE << order);
         }
         let (cache, _) = self.object_of(addr)?;
-        Ok(slab_ksize(&cache))
+        Ok(slab_ksize(cache))
     }
 
     /// Resizes an allocation (`krealloc`, `mm/slab_common.c`): `None` (or
@@ -771,7 +774,7 @@ impl SlabAllocator {
             return None;
         }
         let _n = cache.node.lock();
-        self.read_tracks(&cache, meta, off)
+        self.read_tracks(cache, meta, off)
     }
 
     /// One row per live cache, newest first (the order of `slab_caches`).

@@ -304,12 +304,7 @@ impl SlabAllocator {
     /// `virt_to_slab`: which slab (or large kmalloc) holds `addr`.
     pub(crate) fn lookup(&self, addr: usize) -> Result<Lookup, SlabError> {
         let foreign = SlabError::ForeignPointer { addr };
-        let pfn = self
-            .pages
-            .phys_memory()
-            .virt_to_pfn(addr)
-            .ok_or(foreign.clone())?;
-        let f = self.pages.pfn_to_page(pfn).ok_or(foreign.clone())?;
+        let (pfn, f) = self.pages.virt_to_page(addr).ok_or(foreign.clone())?;
         if f.test(PageFlags::SLAB) {
             return Ok(Lookup::Slab(f.private()));
         }
@@ -522,7 +517,7 @@ impl SlabAllocator {
         if gfp.contains(Gfp::ZERO) {
             mem.fill(off, cache.layout.object_size, 0);
         }
-        mem.ptr(off).ok_or(SlabError::Corrupted {
+        mem.ptr(off).ok_or_else(|| SlabError::Corrupted {
             cache: cache.name.clone(),
             object: 0,
         })
@@ -610,7 +605,7 @@ impl SlabAllocator {
             meta.freelist.store(NIL, Relaxed);
             meta.nr_free.store(0, Relaxed);
         }
-        self.cpu_pop(cache, c)?.ok_or(SlabError::Corrupted {
+        self.cpu_pop(cache, c)?.ok_or_else(|| SlabError::Corrupted {
             cache: cache.name.clone(),
             object: 0,
         })
@@ -1098,7 +1093,7 @@ impl SlabAllocator {
 
     /// For `ksize`/`krealloc`/`cache_of`: the cache and object offset of a
     /// live slab object at `addr`, validated under the node lock.
-    pub(crate) fn object_of(&self, addr: usize) -> Result<(Arc<Cache>, usize), SlabError> {
+    pub(crate) fn object_of(&self, addr: usize) -> Result<(&Arc<Cache>, usize), SlabError> {
         let Lookup::Slab(id) = self.lookup(addr)? else {
             return Err(SlabError::ForeignPointer { addr });
         };
@@ -1110,7 +1105,7 @@ impl SlabAllocator {
             .ok_or(SlabError::ForeignPointer { addr })?;
         let off = {
             let _n = cache.node.lock();
-            self.validate(&cache, meta, addr)?
+            self.validate(cache, meta, addr)?
         };
         Ok((cache, off))
     }

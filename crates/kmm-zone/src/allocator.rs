@@ -199,6 +199,9 @@ pub struct ZonedAllocator<B: BuddyBackend> {
     pcp_on: bool,
     cpus: Arc<dyn CpuContext>,
     phys: Arc<dyn PhysMemory>,
+    /// `phys.linear_map_base()` and the end of lowmem, for `virt_to_page`
+    /// by arithmetic.
+    linear: Option<(usize, Pfn)>,
     /// Internal operations that a backend refused (should stay 0; reported
     /// by `check_invariants`).
     internal_errors: AtomicUsize,
@@ -380,6 +383,9 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
             highmem: has(ZoneType::HighMem),
             movable: has(ZoneType::Movable),
         };
+        let linear = phys
+            .linear_map_base()
+            .map(|base| (base, layout.lowmem_end()));
         Ok(ZonedAllocator {
             layout,
             zone_config,
@@ -388,6 +394,7 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
             pcp_on: cfg.pcp,
             cpus,
             phys,
+            linear,
             internal_errors: AtomicUsize::new(0),
         })
     }
@@ -1188,6 +1195,27 @@ impl<B: BuddyBackend> PageAllocator for ZonedAllocator<B> {
 
     fn phys_memory(&self) -> &dyn PhysMemory {
         &*self.phys
+    }
+
+    /// With a linear direct map this is `__pa` arithmetic and a look in the
+    /// zones, highest first (where most frames are), with no call into the
+    /// memory: what `kfree` pays on every call.
+    #[inline]
+    fn virt_to_page(&self, addr: usize) -> Option<(Pfn, &PageFrame)> {
+        let Some((base, lowmem_end)) = self.linear else {
+            let pfn = self.phys.virt_to_pfn(addr)?;
+            return Some((pfn, ZonedAllocator::pfn_to_page(self, pfn)?));
+        };
+        let pfn = Pfn(addr.checked_sub(base)? / PAGE_SIZE);
+        if pfn >= lowmem_end {
+            return None;
+        }
+        let frame = self
+            .zones
+            .iter()
+            .rev()
+            .find_map(|z| z.map.pfn_to_page(pfn))?;
+        Some((pfn, frame))
     }
 }
 

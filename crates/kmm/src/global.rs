@@ -14,11 +14,14 @@
 //! back to kmalloc exactly when the pointer lies in the machine's direct map,
 //! and to the system allocator otherwise.
 
+use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::Cell;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use crossbeam_utils::CachePadded;
 use std::alloc::System;
 
 use kmm_gfp::GFP_KERNEL;
@@ -30,8 +33,9 @@ use crate::{Arch, Backing, MachineConfig, MemoryManager, MemorySpec};
 std::thread_local! {
     /// Whether this thread is inside kmm now (re-entrant calls go to `System`).
     static IN_KMM: Cell<bool> = const { Cell::new(false) };
-    /// Whether this thread has been bound to a CPU of the machine.
-    static BOUND: Cell<bool> = const { Cell::new(false) };
+    /// The CPU of the machine this thread is bound to, plus one; 0 before
+    /// its first allocation.
+    static CPU: Cell<usize> = const { Cell::new(0) };
 }
 
 /// The machine behind a [`GlobalKmalloc`].
@@ -40,6 +44,9 @@ struct Machine {
     mm: MemoryManager,
     /// Its CPUs, to bind threads to.
     cpus: Arc<HostCpus>,
+    /// Allocations kmalloc served, per CPU: one shared counter would be a
+    /// cache line every allocating thread writes.
+    kmallocs: Box<[CachePadded<AtomicUsize>]>,
 }
 
 /// kmalloc as a [`GlobalAlloc`]: `#[global_allocator] static A: GlobalKmalloc = GlobalKmalloc::new(256 << 20, 4);`.
@@ -60,8 +67,6 @@ pub struct GlobalKmalloc {
     machine: spin::Once<Option<Machine>>,
     /// The CPU the next thread is bound to.
     next_cpu: AtomicUsize,
-    /// Allocations kmalloc served.
-    kmallocs: AtomicUsize,
     /// Allocations the system allocator served.
     fallbacks: AtomicUsize,
     /// `kfree` calls that failed (a bug: they should never happen).
@@ -111,7 +116,6 @@ impl GlobalKmalloc {
             nr_cpus: if nr_cpus == 0 { 1 } else { nr_cpus },
             machine: spin::Once::new(),
             next_cpu: AtomicUsize::new(0),
-            kmallocs: AtomicUsize::new(0),
             fallbacks: AtomicUsize::new(0),
             errors: AtomicUsize::new(0),
         }
@@ -120,7 +124,11 @@ impl GlobalKmalloc {
     /// The counters so far.
     pub fn stats(&self) -> GlobalKmallocStats {
         GlobalKmallocStats {
-            kmallocs: self.kmallocs.load(Relaxed),
+            kmallocs: self
+                .machine
+                .get()
+                .and_then(Option::as_ref)
+                .map_or(0, |m| m.kmallocs.iter().map(|c| c.load(Relaxed)).sum()),
             fallbacks: self.fallbacks.load(Relaxed),
             errors: self.errors.load(Relaxed),
         }
@@ -149,23 +157,35 @@ impl GlobalKmalloc {
                 };
                 let mm = MemoryManager::boot_with(config, cpus.clone()).ok()?;
                 mm.slab()?;
-                Some(Machine { mm, cpus })
+                let kmallocs = (0..self.nr_cpus)
+                    .map(|_| CachePadded::new(AtomicUsize::new(0)))
+                    .collect();
+                Some(Machine { mm, cpus, kmallocs })
             })
             .as_ref()
     }
 
-    /// The slab layer, with the calling thread bound to a CPU.
-    fn slab(&self) -> Option<(&Machine, &SlabAllocator)> {
+    /// The slab layer and the calling thread's CPU, binding the thread to
+    /// the next CPU (round-robin) on its first allocation.
+    #[inline]
+    fn slab(&self) -> Option<(&Machine, &SlabAllocator, usize)> {
         let machine = self.machine()?;
-        if BOUND.try_with(|b| !b.replace(true)).unwrap_or(false) {
-            let cpu = self.next_cpu.fetch_add(1, Relaxed) % self.nr_cpus;
-            // The binding lasts as long as the thread: it is forgotten, not
-            // dropped, and the CPU table entry goes with the thread's locals.
-            if let Ok(binding) = machine.cpus.bind(cpu) {
-                core::mem::forget(binding);
+        let slab = machine.mm.slab()?;
+        let cpu = match CPU.try_with(Cell::get) {
+            Ok(0) => {
+                let cpu = self.next_cpu.fetch_add(1, Relaxed) % self.nr_cpus;
+                // The binding lasts as long as the thread: it is forgotten, not
+                // dropped, and the CPU table entry goes with the thread's locals.
+                if let Ok(binding) = machine.cpus.bind(cpu) {
+                    core::mem::forget(binding);
+                }
+                let _ = CPU.try_with(|c| c.set(cpu + 1));
+                cpu
             }
-        }
-        Some((machine, machine.mm.slab()?))
+            Ok(plus_one) => plus_one - 1,
+            Err(_) => 0,
+        };
+        Some((machine, slab, cpu))
     }
 
     /// The kmalloc size for `layout` (see the type's docs on alignment).
@@ -183,7 +203,7 @@ impl GlobalKmalloc {
     fn try_kmalloc(&self, layout: Layout, zero: bool) -> Option<NonNull<u8>> {
         let size = Self::kmalloc_size(layout)?;
         guarded(|| {
-            let (_, slab) = self.slab()?;
+            let (machine, slab, cpu) = self.slab()?;
             let ptr = if zero {
                 slab.kzalloc(size, GFP_KERNEL)
             } else {
@@ -195,7 +215,35 @@ impl GlobalKmalloc {
                 let _ = slab.kfree(Some(ptr));
                 return None;
             }
+            if let Some(count) = machine.kmallocs.get(cpu) {
+                count.fetch_add(1, Relaxed);
+            }
             Some(ptr)
+        })
+        .flatten()
+    }
+
+    /// `krealloc` of a kmalloc object to `new_layout`: the same pointer when
+    /// its bucket already holds the new size (`ksize`), else a new kmalloc
+    /// object with the contents copied and the old one freed. `None` (the old
+    /// object untouched) when kmalloc cannot serve the new size.
+    fn try_krealloc(&self, ptr: *mut u8, new_layout: Layout) -> Option<NonNull<u8>> {
+        // Above a page, only the size classes guarantee the alignment (large
+        // blocks are page-aligned); leave those to alloc + copy + free, which
+        // checks.
+        if new_layout.align() > kmm_page::PAGE_SIZE {
+            return None;
+        }
+        let size = Self::kmalloc_size(new_layout)?;
+        let old = NonNull::new(ptr)?;
+        guarded(|| {
+            let (_, slab, _) = self.slab()?;
+            let new = slab.krealloc(Some(old), size, GFP_KERNEL).ok()?;
+            // A new object is aligned by its size class or its page-aligned
+            // block (see the type's docs); the old one was aligned for the
+            // same alignment.
+            debug_assert!(new.as_ptr().addr().is_multiple_of(new_layout.align()));
+            Some(new)
         })
         .flatten()
     }
@@ -207,7 +255,6 @@ impl GlobalKmalloc {
     /// As [`GlobalAlloc::alloc`].
     unsafe fn allocate(&self, layout: Layout, zero: bool) -> *mut u8 {
         if let Some(ptr) = self.try_kmalloc(layout, zero) {
-            self.kmallocs.fetch_add(1, Relaxed);
             return ptr.as_ptr();
         }
         self.fallbacks.fetch_add(1, Relaxed);
@@ -271,6 +318,11 @@ unsafe impl GlobalAlloc for GlobalKmalloc {
         // SAFETY: the caller promises `new_size` rounded to the alignment does
         // not overflow `isize`, and the alignment is a power of two.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        if self.is_kmm(ptr)
+            && let Some(p) = self.try_krealloc(ptr, new_layout)
+        {
+            return p.as_ptr();
+        }
         // SAFETY: the caller's promises for `new_layout` hold (non-zero size).
         let new = unsafe { self.alloc(new_layout) };
         if !new.is_null() {
