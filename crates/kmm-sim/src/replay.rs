@@ -1,9 +1,11 @@
 //! `kmm-sim replay TRACE[.gz]`: replays a recorded malloc trace through kmalloc and, with
-//! `--compare system`, through the system allocator in the same process.
+//! `--compare system`, `--compare talc` or both (`--compare system,talc`, or `--compare`
+//! given twice), through those allocators in the same process.
 //!
 //! The trace is parsed and checked completely first ([`trace`]), then each heap runs the same
 //! events through the timed loop of [`engine`], behind the [`heap::ReplayHeap`] seam:
-//! [`kmm::kmm_heap`] builds the kmalloc side and [`system::SystemHeap`] is the baseline.
+//! [`kmm::kmm_heap`] builds the kmalloc side, and [`system::SystemHeap`] and
+//! [`talc::TalcHeap`] are the baselines.
 //! Standard output gets one line per result, which tests rely on:
 //!
 //! ```text
@@ -12,7 +14,16 @@
 //! kmm-memory: peak_pages=<n> slab_waste_bytes=<n> failed=<n> [(<why>)] pages_at_peak_live=<n> overhead=<x.xx>
 //! system: ops=<n> time=<s.sss>s ns_per_op=<x.x>
 //! ratio: system/kmm=<x.xx>
+//! talc: ops=<n> time=<s.sss>s ns_per_op=<x.x>
+//! ratio: talc/kmm=<x.xx>
 //! ```
+//!
+//! Each baseline asked for prints its timing line and then its ratio line (its time per event
+//! over kmm's), in the order the baselines were first named; a baseline named twice runs once.
+//! Without `--compare` only the first three lines print.
+//! The talc baseline allocates from one arena taken from the system allocator before its clock
+//! starts: 4 bytes per byte of the trace's peak of live bytes, 64 bytes per object of its peak
+//! of live objects, plus 64 MiB ([`talc::arena_bytes`]).
 //!
 //! `slab_waste_bytes`, `pages_at_peak_live` and `overhead` (bytes of the pages held per byte
 //! the program had live in the heap) are sampled right after the event where the trace's live bytes peak; `peak_pages` is the most
@@ -24,6 +35,7 @@ pub(crate) mod engine;
 pub(crate) mod heap;
 pub(crate) mod kmm;
 pub(crate) mod system;
+pub(crate) mod talc;
 pub(crate) mod trace;
 
 use std::io::{self, IsTerminal, Write};
@@ -35,6 +47,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::replay::engine::{ReplayOptions, ReplayReport, replay};
 use crate::replay::heap::ReplayHeap;
 use crate::replay::system::SystemHeap;
+use crate::replay::talc::TalcHeap;
 use crate::replay::trace::{Trace, TraceError};
 use crate::script::parse_size;
 
@@ -46,9 +59,10 @@ const PROGRESS_MIN_EVENTS: u64 = 100_000;
 pub(crate) struct ReplayArgs {
     /// The trace: lines `a ID SIZE [ALIGN]`, `f ID`, `r OLDID NEWID SIZE`, plain or gzipped.
     pub(crate) trace: PathBuf,
-    /// Also replay the trace through this allocator and print the time ratio.
-    #[arg(long, value_enum, value_name = "ALLOCATOR")]
-    pub(crate) compare: Option<Baseline>,
+    /// Also replay the trace through these allocators and print each one's time ratio to kmm
+    /// (repeat the option or separate them with commas: `--compare system,talc`).
+    #[arg(long, value_enum, value_name = "ALLOCATOR", value_delimiter = ',')]
+    pub(crate) compare: Vec<Baseline>,
     /// Memory of the simulated machine kmalloc runs on (K, M, G suffixes).
     #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
     pub(crate) mem: u64,
@@ -62,6 +76,21 @@ pub(crate) struct ReplayArgs {
 pub(crate) enum Baseline {
     /// The C library's `malloc`, through Rust's `std::alloc::System`.
     System,
+    /// The `talc` crate's allocator over an arena sized for the trace.
+    Talc,
+}
+
+impl Baseline {
+    /// The baselines `compare` names, in the order first named, each once.
+    fn unique(compare: &[Baseline]) -> Vec<Baseline> {
+        let mut unique = Vec::with_capacity(compare.len());
+        for &baseline in compare {
+            if !unique.contains(&baseline) {
+                unique.push(baseline);
+            }
+        }
+        unique
+    }
 }
 
 /// How the heaps are built and whether progress shows: the real ones in `run`, stand-ins in
@@ -115,7 +144,7 @@ fn replay_all(args: &ReplayArgs, setup: &Setup<'_>, out: &mut dyn Write) -> Resu
     })?;
     print(out, &trace_line(&trace))?;
 
-    // The kmm machine is dropped before the baseline runs, so that its memory is not in the way.
+    // The kmm machine is dropped before the baselines run, so that its memory is not in the way.
     let kmm = {
         let mut heap = (setup.kmm_heap)(args.mem)?;
         run_one(&mut *heap, &trace, setup)?
@@ -123,13 +152,27 @@ fn replay_all(args: &ReplayArgs, setup: &Setup<'_>, out: &mut dyn Write) -> Resu
     print(out, &timing_line("kmm", &kmm))?;
     print(out, &memory_line(&kmm))?;
 
-    if let Some(Baseline::System) = args.compare {
-        let system = run_one(&mut SystemHeap::new(), &trace, setup)?;
-        print(out, &timing_line("system", &system))?;
-        print(out, &ratio_line(&system, &kmm))?;
-        refused(&system)?;
+    // Each baseline's heap is dropped before the next one runs, the talc arena included.
+    for baseline in Baseline::unique(&args.compare) {
+        let (report, hint) = match baseline {
+            Baseline::System => (
+                run_one(&mut SystemHeap::new(), &trace, setup)?,
+                "the system allocator is out of memory".to_owned(),
+            ),
+            Baseline::Talc => {
+                let mut heap = TalcHeap::for_trace(trace.stats())?;
+                let hint = format!(
+                    "the talc arena of {} bytes is too small for this trace",
+                    heap.arena_size()
+                );
+                (run_one(&mut heap, &trace, setup)?, hint)
+            }
+        };
+        print(out, &timing_line(&report.heap, &report))?;
+        print(out, &ratio_line(&report, &kmm))?;
+        refused(&report, &hint)?;
     }
-    refused(&kmm)
+    refused(&kmm, "a larger --mem may help")
 }
 
 /// Replays `trace` through `heap` with a progress bar when it is long.
@@ -157,15 +200,15 @@ fn run_one<H: ReplayHeap + ?Sized>(
 }
 
 /// Fails if a heap refused requests for any reason other than their size: the replay then did
-/// not run the program's work.
-fn refused(report: &ReplayReport) -> Result<(), String> {
+/// not run the program's work; `hint` ends the message.
+fn refused(report: &ReplayReport, hint: &str) -> Result<(), String> {
     let failures = &report.failures;
     let unexpected = failures.total() - failures.too_large;
     if unexpected == 0 {
         return Ok(());
     }
     Err(format!(
-        "{}: {unexpected} requests failed ({}); a larger --mem may help",
+        "{}: {unexpected} requests failed ({}); {hint}",
         report.heap,
         failures.reasons().unwrap_or_default()
     ))
@@ -195,7 +238,7 @@ fn trace_line(trace: &Trace) -> String {
     )
 }
 
-/// The `kmm:` or `system:` timing line.
+/// The `kmm:`, `system:` or `talc:` timing line.
 fn timing_line(label: &str, report: &ReplayReport) -> String {
     format!(
         "{label}: ops={} time={:.3}s ns_per_op={:.1}",

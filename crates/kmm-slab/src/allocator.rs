@@ -637,14 +637,14 @@ impl SlabAllocator {
         match self.lookup(addr)? {
             Lookup::Large { pfn, order } => self.free_large(addr, pfn, order),
             Lookup::Slab(id) => {
-                let meta = self.meta(id).ok_or(SlabError::ForeignPointer { addr })?;
-                let cache = meta
-                    .cache
-                    .load(Relaxed)
-                    .checked_sub(1)
-                    .and_then(|c| self.cache_by_id(c))
-                    .ok_or(SlabError::ForeignPointer { addr })?;
-                self.cache_free(cache, p)
+                let cache = self
+                    .meta(id)
+                    .and_then(|meta| meta.cache.load(Relaxed).checked_sub(1))
+                    .and_then(|c| self.cache_by_id(c));
+                match cache {
+                    Some(cache) => self.cache_free(cache, p),
+                    None => Err(SlabError::ForeignPointer { addr }),
+                }
             }
         }
     }

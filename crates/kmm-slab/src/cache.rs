@@ -303,8 +303,11 @@ impl SlabAllocator {
 
     /// `virt_to_slab`: which slab (or large kmalloc) holds `addr`.
     pub(crate) fn lookup(&self, addr: usize) -> Result<Lookup, SlabError> {
-        let foreign = SlabError::ForeignPointer { addr };
-        let (pfn, f) = self.pages.virt_to_page(addr).ok_or(foreign.clone())?;
+        // Errors are built only on the way out: an error value made up
+        // front costs its drop on every successful `kfree`.
+        let Some((pfn, f)) = self.pages.virt_to_page(addr) else {
+            return Err(SlabError::ForeignPointer { addr });
+        };
         if f.test(PageFlags::SLAB) {
             return Ok(Lookup::Slab(f.private()));
         }
@@ -327,7 +330,7 @@ impl SlabAllocator {
                 });
             }
         }
-        Err(foreign)
+        Err(SlabError::ForeignPointer { addr })
     }
 
     /// Frees the object at `obj` of `cache` (`kmem_cache_free` / `slab_free`).

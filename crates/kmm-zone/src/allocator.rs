@@ -3,6 +3,7 @@
 //! watermarks with `lowmem_reserve`, and zonelist fallback from the highest
 //! zone a gfp allows downward.
 
+use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
@@ -199,9 +200,10 @@ pub struct ZonedAllocator<B: BuddyBackend> {
     pcp_on: bool,
     cpus: Arc<dyn CpuContext>,
     phys: Arc<dyn PhysMemory>,
-    /// `phys.linear_map_base()` and the end of lowmem, for `virt_to_page`
-    /// by arithmetic.
-    linear: Option<(usize, Pfn)>,
+    /// `phys.linear_map_base()`, for `virt_to_page` by arithmetic.
+    linear: Option<usize>,
+    /// The lowmem frame ranges, largest first, for `virt_to_page`.
+    lowmem_ranges: Box<[FrameRange]>,
     /// Internal operations that a backend refused (should stay 0; reported
     /// by `check_invariants`).
     internal_errors: AtomicUsize,
@@ -217,6 +219,39 @@ impl<B: BuddyBackend> fmt::Debug for ZonedAllocator<B> {
             .field("nr_cpus", &self.cpus.nr_cpus())
             .finish_non_exhaustive()
     }
+}
+
+/// A run of lowmem frames of one zone's map: frames `start..start + len`
+/// are entries `base..base + len` of `zones[zone].map`.
+#[derive(Clone, Copy, Debug)]
+struct FrameRange {
+    start: usize,
+    len: usize,
+    zone: usize,
+    base: FrameIdx,
+}
+
+/// The lowmem ranges of every zone, largest first (where most frees land).
+fn lowmem_ranges<B: BuddyBackend>(zones: &[Zone<B>], lowmem_end: Pfn) -> Box<[FrameRange]> {
+    let mut out: Vec<FrameRange> = Vec::new();
+    for (zone, z) in zones.iter().enumerate() {
+        for r in z.map.ranges() {
+            let end = r.end.min(lowmem_end);
+            if r.start >= end {
+                continue;
+            }
+            if let Some(base) = z.map.index_of(r.start) {
+                out.push(FrameRange {
+                    start: r.start.0,
+                    len: end.0 - r.start.0,
+                    zone,
+                    base,
+                });
+            }
+        }
+    }
+    out.sort_by_key(|r| core::cmp::Reverse(r.len));
+    out.into_boxed_slice()
 }
 
 /// Checks the shape of a layout: zones strictly ascending, present ranges
@@ -341,7 +376,7 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
             setup_per_zone_wmarks(min_free_kbytes, &sizes)
         };
         let reserves = setup_per_zone_lowmem_reserve(&sizes);
-        let zones = built
+        let zones: Vec<Zone<B>> = built
             .into_iter()
             .zip(watermarks)
             .zip(reserves)
@@ -383,9 +418,8 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
             highmem: has(ZoneType::HighMem),
             movable: has(ZoneType::Movable),
         };
-        let linear = phys
-            .linear_map_base()
-            .map(|base| (base, layout.lowmem_end()));
+        let linear = phys.linear_map_base();
+        let lowmem_ranges = lowmem_ranges::<B>(&zones, layout.lowmem_end());
         Ok(ZonedAllocator {
             layout,
             zone_config,
@@ -395,6 +429,7 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
             cpus,
             phys,
             linear,
+            lowmem_ranges,
             internal_errors: AtomicUsize::new(0),
         })
     }
@@ -1202,20 +1237,18 @@ impl<B: BuddyBackend> PageAllocator for ZonedAllocator<B> {
     /// memory: what `kfree` pays on every call.
     #[inline]
     fn virt_to_page(&self, addr: usize) -> Option<(Pfn, &PageFrame)> {
-        let Some((base, lowmem_end)) = self.linear else {
+        let Some(base) = self.linear else {
             let pfn = self.phys.virt_to_pfn(addr)?;
             return Some((pfn, ZonedAllocator::pfn_to_page(self, pfn)?));
         };
-        let pfn = Pfn(addr.checked_sub(base)? / PAGE_SIZE);
-        if pfn >= lowmem_end {
-            return None;
-        }
-        let frame = self
-            .zones
+        let pfn = addr.checked_sub(base)? / PAGE_SIZE;
+        let r = self
+            .lowmem_ranges
             .iter()
-            .rev()
-            .find_map(|z| z.map.pfn_to_page(pfn))?;
-        Some((pfn, frame))
+            .find(|r| pfn.wrapping_sub(r.start) < r.len)?;
+        let idx = r.base + (pfn - r.start) as FrameIdx;
+        let frame = self.zones.get(r.zone)?.map.frame(idx)?;
+        Some((Pfn(pfn), frame))
     }
 }
 

@@ -96,12 +96,12 @@ fn replay_takes_a_trace_and_options() {
     };
     assert_eq!(
         parse(&["replay", "t.gz"]).unwrap().mode,
-        replay("t.gz", None, 256 << 20, false)
+        replay("t.gz", vec![], 256 << 20, false)
     );
     assert_eq!(
         parse(&["replay", "--compare", "system", "--mem", "1G", "-q", "t"])
             .unwrap()
             .mode,
-        replay("t", Some(Baseline::System), 1 << 30, true)
+        replay("t", vec![Baseline::System], 1 << 30, true)
     );
 }

@@ -90,13 +90,13 @@ struct Printed {
 /// Runs `replay` on `path` with `compare`, the kmm side built by `kmm_heap`.
 fn run(
     path: &Path,
-    compare: Option<Baseline>,
+    compare: &[Baseline],
     mem: u64,
     kmm_heap: &dyn Fn(u64) -> Result<Box<dyn ReplayHeap>, String>,
 ) -> Printed {
     let args = ReplayArgs {
         trace: path.to_owned(),
-        compare,
+        compare: compare.to_vec(),
         mem,
         quiet: true,
     };
@@ -154,7 +154,7 @@ const SMALL: &str = "a 0 100\na 1 200\na 2 8000\nf 0\nr 1 0 50\nf 0\n";
 #[test]
 fn replay_prints_the_trace_and_kmm_lines() {
     let file = TempTrace::new("small.trace", SMALL);
-    let printed = run(&file.0, None, 256 << 20, &paged);
+    let printed = run(&file.0, &[], 256 << 20, &paged);
     assert!(printed.ok, "{printed:?}");
     assert_eq!(printed.err, "");
     let name = file.0.file_name().unwrap().to_str().unwrap();
@@ -181,7 +181,7 @@ fn replay_prints_the_trace_and_kmm_lines() {
 #[test]
 fn compare_system_adds_the_system_and_ratio_lines() {
     let file = TempTrace::new("compare.trace", SMALL);
-    let printed = run(&file.0, Some(Baseline::System), 256 << 20, &paged);
+    let printed = run(&file.0, &[Baseline::System], 256 << 20, &paged);
     assert!(printed.ok, "{printed:?}");
     assert_eq!(printed.out.len(), 5, "{printed:?}");
     check_timing(&printed.out[3], "system", 6);
@@ -192,11 +192,87 @@ fn compare_system_adds_the_system_and_ratio_lines() {
     assert!(value.parse::<f64>().unwrap() > 0.0);
 }
 
+/// Checks a ratio line: `ratio: <baseline>/kmm=<x.xx>` with a positive value.
+fn check_ratio(line: &str, baseline: &str) {
+    let ratio = fields(line, "ratio");
+    let key = format!("{baseline}/kmm");
+    assert_eq!(ratio.keys().collect::<Vec<_>>(), [&key], "{line}");
+    let value = &ratio[&key];
+    assert_eq!(value.split_once('.').unwrap().1.len(), 2, "{line}");
+    assert!(value.parse::<f64>().unwrap() > 0.0, "{line}");
+}
+
+#[test]
+fn compare_talc_adds_the_talc_and_ratio_lines() {
+    let file = TempTrace::new("compare-talc.trace", SMALL);
+    let printed = run(&file.0, &[Baseline::Talc], 256 << 20, &paged);
+    assert!(printed.ok, "{printed:?}");
+    assert_eq!(printed.err, "");
+    assert_eq!(printed.out.len(), 5, "{printed:?}");
+    check_timing(&printed.out[1], "kmm", 6);
+    check_timing(&printed.out[3], "talc", 6);
+    check_ratio(&printed.out[4], "talc");
+}
+
+#[test]
+fn each_baseline_prints_its_lines_in_the_order_named_and_runs_once() {
+    let file = TempTrace::new("compare-both.trace", SMALL);
+    for (compare, order) in [
+        (&[Baseline::System, Baseline::Talc][..], ["system", "talc"]),
+        (
+            &[Baseline::Talc, Baseline::System, Baseline::Talc][..],
+            ["talc", "system"],
+        ),
+    ] {
+        let printed = run(&file.0, compare, 256 << 20, &paged);
+        assert!(printed.ok, "{printed:?}");
+        assert_eq!(printed.out.len(), 7, "{printed:?}");
+        for (index, baseline) in order.into_iter().enumerate() {
+            check_timing(&printed.out[3 + 2 * index], baseline, 6);
+            check_ratio(&printed.out[4 + 2 * index], baseline);
+        }
+    }
+}
+
+#[test]
+fn compare_takes_a_list_or_repeats_and_refuses_unknown_allocators() {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Mode};
+
+    let compare = |args: &[&str]| -> Result<Vec<Baseline>, clap::error::ErrorKind> {
+        let args = ["kmm-sim", "replay", "t.gz"].iter().chain(args);
+        match Cli::try_parse_from(args)
+            .map_err(|error| error.kind())?
+            .mode
+        {
+            Some(Mode::Replay(replay)) => Ok(replay.compare),
+            mode => panic!("not a replay: {mode:?}"),
+        }
+    };
+    let both = vec![Baseline::System, Baseline::Talc];
+    assert_eq!(compare(&[]), Ok(vec![]));
+    assert_eq!(compare(&["--compare", "talc"]), Ok(vec![Baseline::Talc]));
+    assert_eq!(compare(&["--compare", "system,talc"]), Ok(both.clone()));
+    assert_eq!(
+        compare(&["--compare", "system", "--compare", "talc"]),
+        Ok(both)
+    );
+    assert_eq!(
+        compare(&["--compare=talc,system"]),
+        Ok(vec![Baseline::Talc, Baseline::System])
+    );
+    assert_eq!(
+        compare(&["--compare", "system,glibc"]),
+        Err(clap::error::ErrorKind::InvalidValue)
+    );
+}
+
 #[test]
 fn a_heap_that_cannot_report_its_memory_prints_na() {
     let file = TempTrace::new("na.trace", SMALL);
     let system = |_| Ok(Box::new(SystemHeap::new()) as Box<dyn ReplayHeap>);
-    let printed = run(&file.0, None, 256 << 20, &system);
+    let printed = run(&file.0, &[], 256 << 20, &system);
     assert!(printed.ok, "{printed:?}");
     assert_eq!(
         printed.out[2],
@@ -208,7 +284,7 @@ fn a_heap_that_cannot_report_its_memory_prints_na() {
 #[test]
 fn the_kmalloc_heap_replays_and_reports_its_memory() {
     let file = TempTrace::new("kmalloc.trace", SMALL);
-    let printed = run(&file.0, Some(Baseline::System), 256 << 20, &kmm::kmm_heap);
+    let printed = run(&file.0, &[Baseline::System], 256 << 20, &kmm::kmm_heap);
     assert!(printed.ok, "{printed:?}");
     assert_eq!(printed.err, "");
     assert_eq!(printed.out.len(), 5, "{printed:?}");
@@ -253,7 +329,7 @@ a 1 20000
 r 1 2 4194305
 ",
     );
-    let printed = run(&file.0, None, 256 << 20, &kmm::kmm_heap);
+    let printed = run(&file.0, &[], 256 << 20, &kmm::kmm_heap);
     assert!(printed.ok, "{printed:?}");
     assert!(
         printed.out[2].contains(" failed=2 (above KMALLOC_MAX_SIZE 4 MiB) "),
@@ -264,7 +340,7 @@ r 1 2 4194305
 #[test]
 fn requests_above_the_limit_are_reported_but_not_fatal() {
     let file = TempTrace::new("large.trace", "a 0 5000000\nr 0 1 4194305\na 0 4194304\n");
-    let printed = run(&file.0, None, 256 << 20, &paged);
+    let printed = run(&file.0, &[], 256 << 20, &paged);
     assert!(printed.ok, "{printed:?}");
     assert_eq!(
         printed.out[2],
@@ -278,7 +354,7 @@ fn requests_above_the_limit_are_reported_but_not_fatal() {
 #[test]
 fn running_out_of_memory_fails_the_replay_after_its_lines() {
     let file = TempTrace::new("oom.trace", "a 0 4096\na 1 4096\na 2 1\n");
-    let printed = run(&file.0, None, 8192, &paged_with_budget);
+    let printed = run(&file.0, &[], 8192, &paged_with_budget);
     assert!(!printed.ok);
     assert_eq!(printed.out.len(), 3, "{printed:?}");
     assert!(
@@ -294,7 +370,7 @@ fn running_out_of_memory_fails_the_replay_after_its_lines() {
 #[test]
 fn unreadable_and_malformed_traces_are_errors() {
     let missing = Path::new("/nonexistent/kmm-sim/missing.trace");
-    let printed = run(missing, None, 256 << 20, &paged);
+    let printed = run(missing, &[], 256 << 20, &paged);
     assert!(!printed.ok);
     assert!(printed.out.is_empty());
     assert!(
@@ -304,7 +380,7 @@ fn unreadable_and_malformed_traces_are_errors() {
         "{printed:?}"
     );
     let file = TempTrace::new("bad.trace", "a 0 1\nf 0\nf 0\n");
-    let printed = run(&file.0, None, 256 << 20, &paged);
+    let printed = run(&file.0, &[], 256 << 20, &paged);
     assert!(!printed.ok);
     assert!(printed.out.is_empty());
     assert_eq!(
@@ -321,7 +397,7 @@ fn corruption_in_the_kmm_heap_fails_the_replay() {
     use super::heap::doubles::{Fault, FaultyHeap};
     let file = TempTrace::new("corrupt.trace", "a 0 17\na 1 17\nf 0\n");
     let faulty = |_| Ok(Box::new(FaultyHeap::new(Fault::Overlap)) as Box<dyn ReplayHeap>);
-    let printed = run(&file.0, None, 256 << 20, &faulty);
+    let printed = run(&file.0, &[], 256 << 20, &faulty);
     assert!(!printed.ok);
     assert_eq!(printed.out.len(), 1);
     assert_eq!(
@@ -354,6 +430,12 @@ fn every_published_trace_replays_cleanly() {
             "{file}"
         );
 
+        // So does talc, over its arena; the replay checked that every chunk came back.
+        let mut talc = TalcHeap::for_trace(stats).unwrap();
+        let talc = replay(&mut talc, trace, &options, &mut |_| {}).unwrap();
+        assert_eq!(talc.failures.total(), 0, "{file}");
+        assert_eq!(talc.peak_live_bytes, stats.peak_live_bytes, "{file}");
+
         // A kmalloc look-alike refuses exactly the requests above 4 MiB, frees everything
         // that is left, and ends empty.
         let mut paged = PagedHeap::new();
@@ -369,8 +451,9 @@ fn every_published_trace_replays_cleanly() {
         assert!(kmm.peak_pages.unwrap() >= at_peak.pages_held);
         assert_eq!(paged.checks.get(), stats.events / (1 << 16) + 1, "{file}");
         println!(
-            "{file}: system {:.1} ns/op, paged stand-in {:.1} ns/op, {} refused",
+            "{file}: system {:.1} ns/op, talc {:.1} ns/op, paged stand-in {:.1} ns/op, {} refused",
             system.ns_per_op(),
+            talc.ns_per_op(),
             kmm.ns_per_op(),
             kmm.failures.total()
         );
