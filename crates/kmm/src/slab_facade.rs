@@ -23,8 +23,12 @@ impl<B: BuddyBackend> MemoryManager<B> {
     }
 
     /// The slab layer or [`KmmError::NoSlab`].
+    #[inline]
     fn slab_or_err(&self) -> Result<&SlabAllocator, KmmError> {
-        self.slab.as_deref().ok_or(KmmError::NoSlab)
+        match self.slab.as_deref() {
+            Some(slab) => Ok(slab),
+            None => Err(KmmError::NoSlab),
+        }
     }
 
     /// Allocates `size` bytes (`kmalloc`, `include/linux/slab.h`): a

@@ -67,21 +67,19 @@ impl KmmHeap {
     /// large kmallocs are buddy blocks aligned to their size; so a size that is a multiple of
     /// `align` always lands in a class whose objects are aligned to `align`.
     fn effective_size(size: usize, align: usize) -> Result<usize, HeapError> {
-        let too_large = HeapError::TooLarge {
-            size,
-            limit: KMALLOC_MAX_SIZE,
-            limit_name: "KMALLOC_MAX_SIZE",
-        };
         let rounded = if align > 8 {
             size.checked_next_multiple_of(align)
-                .ok_or(too_large.clone())?
         } else {
-            size
+            Some(size)
         };
-        if rounded > KMALLOC_MAX_SIZE {
-            return Err(too_large);
+        match rounded {
+            Some(rounded) if rounded <= KMALLOC_MAX_SIZE => Ok(rounded),
+            _ => Err(HeapError::TooLarge {
+                size,
+                limit: KMALLOC_MAX_SIZE,
+                limit_name: "KMALLOC_MAX_SIZE",
+            }),
         }
-        Ok(rounded)
     }
 
     /// The bytes of a request of `size` (rounded to `rounded`) that count against slab pages.
