@@ -26,7 +26,8 @@ thread_local! {
     static THREAD_CPUS: RefCell<Vec<ThreadCpu>> = const { RefCell::new(Vec::new()) };
     /// `(machine + 1, cpu)` of one entry of `THREAD_CPUS`, kept equal to it,
     /// so that `current_cpu` (on every allocation) is one thread-local read
-    /// for the machine a thread uses; `(0, 0)` when it mirrors nothing.
+    /// for the machine a thread uses; `(0, 0)` exactly when `THREAD_CPUS` is
+    /// empty, so that a thread bound nowhere (CPU 0) needs no search either.
     static LAST_CPU: Cell<(u64, usize)> = const { Cell::new((0, 0)) };
 }
 
@@ -152,7 +153,9 @@ impl HostCpus {
                 if !cpus[i].bound && cpus[i].preempt == 0 {
                     cpus.swap_remove(i);
                     if mirrored == key {
-                        LAST_CPU.with(|last| last.set((0, 0)));
+                        // Mirror another entry, or none when none is left.
+                        let next = cpus.first().map_or((0, 0), |e| (e.machine + 1, e.cpu));
+                        LAST_CPU.with(|last| last.set(next));
                     }
                 } else if mirrored == key || mirrored == 0 {
                     LAST_CPU.with(|last| last.set((key, cpus[i].cpu)));
@@ -173,6 +176,9 @@ impl CpuContext for HostCpus {
         let (key, cpu) = LAST_CPU.with(Cell::get);
         if key == self.machine + 1 {
             return cpu;
+        }
+        if key == 0 {
+            return 0;
         }
         self.read().map_or(0, |entry| entry.cpu)
     }

@@ -148,3 +148,32 @@ fn get_cpu_var_keeps_each_cpu_slot_exclusive() {
     assert_eq!(*v.per_cpu(0).unwrap(), 2 * ROUNDS);
     assert_eq!(*v.per_cpu(1).unwrap(), 2 * ROUNDS);
 }
+
+#[test]
+fn one_thread_on_several_machines_keeps_each_cpu() {
+    // `current_cpu` answers from a one-entry mirror of the thread's table;
+    // binding and unbinding in any order must keep every machine's answer.
+    let (a, b, c) = (HostCpus::new(4), HostCpus::new(4), HostCpus::new(4));
+    let on_a = a.bind(1).unwrap();
+    let on_b = b.bind(2).unwrap();
+    let on_c = c.bind(3).unwrap();
+    check(&a, 1, Some(1), 0);
+    check(&b, 2, Some(2), 0);
+    check(&c, 3, Some(3), 0);
+    drop(on_a);
+    check(&a, 0, None, 0);
+    check(&b, 2, Some(2), 0);
+    check(&c, 3, Some(3), 0);
+    drop(on_c);
+    check(&b, 2, Some(2), 0);
+    check(&c, 0, None, 0);
+    let again = a.bind(3).unwrap();
+    check(&a, 3, Some(3), 0);
+    drop(on_b);
+    check(&a, 3, Some(3), 0);
+    check(&b, 0, None, 0);
+    drop(again);
+    for m in [&a, &b, &c] {
+        check(m, 0, None, 0);
+    }
+}

@@ -1,7 +1,7 @@
 //! `MemMap`, the `mem_map` array: one [`PageFrame`] per present frame, over
 //! physical ranges with holes (SPARSEMEM-like: holes have no frames at all).
 
-use alloc::boxed::Box;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 use core::ops::Range;
@@ -93,7 +93,7 @@ struct Section {
 /// answers `None` for a frame in a hole (`pfn_valid` is false). The map never
 /// grows or moves once built.
 pub struct MemMap {
-    frames: Box<[PageFrame]>,
+    frames: Arc<[PageFrame]>,
     sections: Vec<Section>,
 }
 
@@ -137,7 +137,7 @@ impl MemMap {
             });
             base += r.len() as u32;
         }
-        let frames: Box<[PageFrame]> = (0..total)
+        let frames: Arc<[PageFrame]> = (0..total)
             .map(|_| {
                 let f = PageFrame::new();
                 f.set(crate::PageFlags::RESERVED);
@@ -217,6 +217,13 @@ impl MemMap {
     #[inline]
     pub fn pfn_to_page(&self, pfn: Pfn) -> Option<&PageFrame> {
         self.index_of(pfn).map(|i| &self.frames[i as usize])
+    }
+
+    /// The frames themselves, indexed by [`FrameIdx`], shared: a page
+    /// allocator keeps a copy in its address-to-frame table, so that
+    /// `virt_to_page` reaches a frame without going through the map.
+    pub fn frames(&self) -> Arc<[PageFrame]> {
+        Arc::clone(&self.frames)
     }
 
     /// The frame at index `idx`; `None` past the end.

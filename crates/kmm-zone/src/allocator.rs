@@ -222,19 +222,19 @@ impl<B: BuddyBackend> fmt::Debug for ZonedAllocator<B> {
 }
 
 /// A run of lowmem frames of one zone's map: frames `start..start + len`
-/// are entries `base..base + len` of `zones[zone].map`.
-#[derive(Clone, Copy, Debug)]
+/// are entries `base..base + len` of `frames` (the zone map's own array).
+#[derive(Clone, Debug)]
 struct FrameRange {
     start: usize,
     len: usize,
-    zone: usize,
-    base: FrameIdx,
+    base: usize,
+    frames: Arc<[PageFrame]>,
 }
 
 /// The lowmem ranges of every zone, largest first (where most frees land).
 fn lowmem_ranges<B: BuddyBackend>(zones: &[Zone<B>], lowmem_end: Pfn) -> Box<[FrameRange]> {
     let mut out: Vec<FrameRange> = Vec::new();
-    for (zone, z) in zones.iter().enumerate() {
+    for z in zones {
         for r in z.map.ranges() {
             let end = r.end.min(lowmem_end);
             if r.start >= end {
@@ -244,8 +244,8 @@ fn lowmem_ranges<B: BuddyBackend>(zones: &[Zone<B>], lowmem_end: Pfn) -> Box<[Fr
                 out.push(FrameRange {
                     start: r.start.0,
                     len: end.0 - r.start.0,
-                    zone,
-                    base,
+                    base: base as usize,
+                    frames: z.map.frames(),
                 });
             }
         }
@@ -1246,8 +1246,7 @@ impl<B: BuddyBackend> PageAllocator for ZonedAllocator<B> {
             .lowmem_ranges
             .iter()
             .find(|r| pfn.wrapping_sub(r.start) < r.len)?;
-        let idx = r.base + (pfn - r.start) as FrameIdx;
-        let frame = self.zones.get(r.zone)?.map.frame(idx)?;
+        let frame = r.frames.get(r.base + (pfn - r.start))?;
         Some((Pfn(pfn), frame))
     }
 }
