@@ -422,7 +422,7 @@ impl SlabAllocator {
     #[inline]
     pub fn kmem_cache_free(&self, cache: &KmemCache, obj: NonNull<u8>) -> Result<(), SlabError> {
         self.check_handle(cache)?;
-        self.cache_free(&cache.inner, obj)
+        self.cache_free(&cache.inner, obj, None)
     }
 
     /// Flushes the per-CPU slabs and frees every empty slab (`kmem_cache_shrink`);
@@ -642,7 +642,7 @@ impl SlabAllocator {
                     .and_then(|meta| meta.cache.load(Relaxed).checked_sub(1))
                     .and_then(|c| self.cache_by_id(c));
                 match cache {
-                    Some(cache) => self.cache_free(cache, p),
+                    Some(cache) => self.cache_free(cache, p, Some(id)),
                     None => Err(SlabError::ForeignPointer { addr }),
                 }
             }

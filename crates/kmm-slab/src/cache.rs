@@ -333,10 +333,17 @@ impl SlabAllocator {
         Err(SlabError::ForeignPointer { addr })
     }
 
-    /// Frees the object at `obj` of `cache` (`kmem_cache_free` / `slab_free`).
-    pub(crate) fn cache_free(&self, cache: &Cache, obj: NonNull<u8>) -> Result<(), SlabError> {
+    /// Frees the object at `obj` of `cache` (`kmem_cache_free` / `slab_free`);
+    /// `slab` is the object's slab descriptor id when the caller has already
+    /// looked it up (`kfree`), so the slow path need not look again.
+    pub(crate) fn cache_free(
+        &self,
+        cache: &Cache,
+        obj: NonNull<u8>,
+        slab: Option<u32>,
+    ) -> Result<(), SlabError> {
         if cache.debug {
-            return self.free_slow(cache, obj);
+            return self.free_slow(cache, obj, slab);
         }
         let addr = obj.as_ptr().addr();
         let cpu = self.this_cpu(cache);
@@ -373,7 +380,7 @@ impl SlabAllocator {
                 return Ok(());
             }
         }
-        self.free_slow(cache, obj)
+        self.free_slow(cache, obj, slab)
     }
 
     /// Checks that `meta` (looked up from the frame of `addr`) is a live slab
@@ -418,17 +425,25 @@ impl SlabAllocator {
 
     /// `__slab_free`: frees to the slab's own freelist under the node lock
     /// (remote frees, and every free of a debug cache).
-    fn free_slow(&self, cache: &Cache, obj: NonNull<u8>) -> Result<(), SlabError> {
+    fn free_slow(
+        &self,
+        cache: &Cache,
+        obj: NonNull<u8>,
+        slab: Option<u32>,
+    ) -> Result<(), SlabError> {
         let addr = obj.as_ptr().addr();
-        let id = match self.lookup(addr)? {
-            Lookup::Slab(id) => id,
-            Lookup::Large { .. } => {
-                return Err(SlabError::WrongCache {
-                    addr,
-                    given: cache.name.clone(),
-                    actual: self.large_name.clone(),
-                });
-            }
+        let id = match slab {
+            Some(id) => id,
+            None => match self.lookup(addr)? {
+                Lookup::Slab(id) => id,
+                Lookup::Large { .. } => {
+                    return Err(SlabError::WrongCache {
+                        addr,
+                        given: cache.name.clone(),
+                        actual: self.large_name.clone(),
+                    });
+                }
+            },
         };
         let meta = self.meta(id).ok_or(SlabError::ForeignPointer { addr })?;
         self.other_cache(cache, meta, addr)?;
