@@ -333,19 +333,29 @@ fn layout(size: usize, align: usize, min_align: usize) -> Layout {
     Layout::from_size_align(size.max(1), align).expect("trace sizes fit a layout")
 }
 
-/// The system allocator; the default alignment is asked as 1, so that it calls plain `malloc`.
-struct SystemHeap;
+/// A `GlobalAlloc` as a replay heap: the system allocator (plain requests asked with
+/// alignment 1, so that it calls plain `malloc`) or talc (plain requests asked with
+/// `MALLOC_ALIGN`).
+struct ViaGlobalAlloc<'a, A: GlobalAlloc> {
+    /// The allocator.
+    alloc: &'a A,
+    /// The alignment of requests the trace gives no alignment above `MALLOC_ALIGN`.
+    default_align: usize,
+}
 
-// SAFETY: `System` is the C library's allocator, which keeps these promises.
-unsafe impl Heap for SystemHeap {
+// SAFETY: the system allocator and talc (whose arena `TalcHeap` owns until it is dropped) hand
+// out disjoint blocks valid for their layouts, and their `realloc` keeps the first
+// `min(old, new)` bytes and the old block on failure.
+unsafe impl<A: GlobalAlloc> Heap for ViaGlobalAlloc<'_, A> {
     fn alloc(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
         // SAFETY: the layout's size is at least 1.
-        NonNull::new(unsafe { System.alloc(layout(size, align, 1)) })
+        NonNull::new(unsafe { self.alloc.alloc(layout(size, align, self.default_align)) })
     }
 
     unsafe fn free(&mut self, ptr: NonNull<u8>, size: usize, align: usize) {
+        let layout = layout(size, align, self.default_align);
         // SAFETY: the caller promises `ptr` came from this heap with this layout.
-        unsafe { System.dealloc(ptr.as_ptr(), layout(size, align, 1)) };
+        unsafe { self.alloc.dealloc(ptr.as_ptr(), layout) };
     }
 
     unsafe fn realloc(
@@ -355,10 +365,11 @@ unsafe impl Heap for SystemHeap {
         align: usize,
         new: usize,
     ) -> Option<NonNull<u8>> {
-        let (old, new) = (layout(old, align, 1), layout(new, align, 1));
+        let old = layout(old, align, self.default_align);
+        let new = layout(new, align, self.default_align);
         // SAFETY: the caller promises `ptr` came from this heap with `old`; `new.size()` is a
         // valid non-zero layout size for this alignment.
-        NonNull::new(unsafe { System.realloc(ptr.as_ptr(), old, new.size()) })
+        NonNull::new(unsafe { self.alloc.realloc(ptr.as_ptr(), old, new.size()) })
     }
 }
 
@@ -396,36 +407,6 @@ impl Drop for TalcHeap {
     fn drop(&mut self) {
         // SAFETY: the arena came from `System.alloc(self.arena_layout)` and is freed once.
         unsafe { System.dealloc(self.arena.as_ptr(), self.arena_layout) };
-    }
-}
-
-// SAFETY: talc hands out disjoint chunks of its arena, which this process owns until the heap
-// is dropped; its `realloc` keeps the first `min(old, new)` bytes and the old chunk on failure.
-unsafe impl Heap for TalcHeap {
-    fn alloc(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
-        // SAFETY: the layout's size is at least 1.
-        NonNull::new(unsafe { self.talc.alloc(layout(size, align, MALLOC_ALIGN)) })
-    }
-
-    unsafe fn free(&mut self, ptr: NonNull<u8>, size: usize, align: usize) {
-        // SAFETY: the caller promises `ptr` came from this heap with this layout.
-        unsafe {
-            self.talc
-                .dealloc(ptr.as_ptr(), layout(size, align, MALLOC_ALIGN))
-        };
-    }
-
-    unsafe fn realloc(
-        &mut self,
-        ptr: NonNull<u8>,
-        old: usize,
-        align: usize,
-        new: usize,
-    ) -> Option<NonNull<u8>> {
-        let old = layout(old, align, MALLOC_ALIGN);
-        let new = layout(new, align, MALLOC_ALIGN);
-        // SAFETY: as for the system allocator.
-        NonNull::new(unsafe { self.talc.realloc(ptr.as_ptr(), old, new.size()) })
     }
 }
 
@@ -477,8 +458,25 @@ fn replay_traces(c: &mut Criterion) {
         group.sample_size(10);
         group.throughput(Throughput::Elements(prefix.events.len() as u64));
         bench_heap(&mut group, "kmalloc", &prefix, Kmalloc::boot());
-        bench_heap(&mut group, "system", &prefix, SystemHeap);
-        bench_heap(&mut group, "talc", &prefix, TalcHeap::new(&prefix));
+        bench_heap(
+            &mut group,
+            "system",
+            &prefix,
+            ViaGlobalAlloc {
+                alloc: &System,
+                default_align: 1,
+            },
+        );
+        let talc = TalcHeap::new(&prefix);
+        bench_heap(
+            &mut group,
+            "talc",
+            &prefix,
+            ViaGlobalAlloc {
+                alloc: &talc.talc,
+                default_align: MALLOC_ALIGN,
+            },
+        );
         group.finish();
     }
 }

@@ -32,6 +32,7 @@
 //! Values a heap cannot report print as `n/a`.
 
 pub(crate) mod engine;
+pub(crate) mod global;
 pub(crate) mod heap;
 pub(crate) mod kmm;
 pub(crate) mod system;

@@ -11,10 +11,10 @@
     reason = "the system allocator's `GlobalAlloc` interface is unsafe"
 )]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::ptr::NonNull;
+use std::alloc::System;
 
-use crate::replay::heap::{Handle, HeapError, MALLOC_ALIGN, ReplayHeap};
+use crate::replay::global::Requests;
+use crate::replay::heap::{Handle, HeapError, ReplayHeap};
 
 /// The system allocator as a [`ReplayHeap`].
 #[derive(Debug, Default)]
@@ -27,15 +27,11 @@ impl SystemHeap {
     }
 }
 
-/// The layout the system allocator sees for a request of `size` bytes aligned to `align`.
-fn layout(size: usize, align: usize) -> Result<Layout, HeapError> {
-    let align = if align <= MALLOC_ALIGN { 1 } else { align };
-    Layout::from_size_align(size.max(1), align).map_err(|_| HeapError::TooLarge {
-        size,
-        limit: isize::MAX as usize - (align - 1),
-        limit_name: "isize::MAX",
-    })
-}
+/// The system allocator's requests: plain ones with alignment 1 (see the module docs).
+const REQUESTS: Requests<'static, System> = Requests {
+    alloc: &System,
+    default_align: 1,
+};
 
 // SAFETY: `System` returns memory valid for the layout's size (at least the size asked for),
 // distinct from every other live allocation, until it is deallocated or reallocated, and its
@@ -46,20 +42,12 @@ unsafe impl ReplayHeap for SystemHeap {
     }
 
     fn alloc(&mut self, size: usize, align: usize) -> Result<Handle, HeapError> {
-        let layout = layout(size, align)?;
-        // SAFETY: `layout` has a non-zero size (`layout` rounds 0 up to 1).
-        let ptr = unsafe { System.alloc(layout) };
-        NonNull::new(ptr)
-            .map(Handle::new)
-            .ok_or(HeapError::OutOfMemory { size })
+        REQUESTS.alloc(size, align)
     }
 
     unsafe fn free(&mut self, handle: Handle, size: usize, align: usize) -> Result<(), HeapError> {
-        let layout = layout(size, align)?;
-        // SAFETY: the caller promises that `handle` is live and came from `alloc` or `realloc`
-        // with this size and alignment, which map to this same layout.
-        unsafe { System.dealloc(handle.as_ptr().as_ptr(), layout) };
-        Ok(())
+        // SAFETY: the caller's promise is the one `Requests::free` asks for.
+        unsafe { REQUESTS.free(handle, size, align) }
     }
 
     unsafe fn realloc(
@@ -69,16 +57,8 @@ unsafe impl ReplayHeap for SystemHeap {
         align: usize,
         new_size: usize,
     ) -> Result<Handle, HeapError> {
-        let old = layout(old_size, align)?;
-        let new = layout(new_size, align)?;
-        // SAFETY: 1. the caller promises `handle` is live, from this allocator, allocated with
-        // `old` (the same mapping of size and alignment); 2. `new.size()` is non-zero and,
-        // rounded up to the alignment, does not overflow `isize` (`Layout::from_size_align`
-        // checked it).
-        let ptr = unsafe { System.realloc(handle.as_ptr().as_ptr(), old, new.size()) };
-        NonNull::new(ptr)
-            .map(Handle::new)
-            .ok_or(HeapError::OutOfMemory { size: new_size })
+        // SAFETY: the caller's promise is the one `Requests::realloc` asks for.
+        unsafe { REQUESTS.realloc(handle, old_size, align, new_size) }
     }
 }
 

@@ -26,6 +26,7 @@ use std::ptr::NonNull;
 use talc::TalcCell;
 use talc::source::Manual;
 
+use crate::replay::global::Requests;
 use crate::replay::heap::{Handle, HeapError, MALLOC_ALIGN, ReplayHeap};
 use crate::replay::trace::TraceStats;
 
@@ -157,21 +158,19 @@ impl TalcHeap {
 
     /// The bytes from the start of the arena to the end of the highest chunk talc has handed
     /// out and not got back (its bookkeeping counts as one).
+    /// talc's requests: plain ones with [`MALLOC_ALIGN`], what glibc's `malloc` gives.
+    fn requests(&self) -> Requests<'_, TalcCell<Manual>> {
+        Requests {
+            alloc: &self.talc,
+            default_align: MALLOC_ALIGN,
+        }
+    }
+
     fn reserved_bytes(&self) -> usize {
         // SAFETY: `heap_end` is what `claim` returned for this talc; the heap was never resized.
         let top = unsafe { self.talc.reserved(self.heap_end) }.up_to;
         top.as_ptr().addr() - self.arena.base.as_ptr().addr()
     }
-}
-
-/// The layout talc sees for a request of `size` bytes aligned to `align`.
-fn layout(size: usize, align: usize) -> Result<Layout, HeapError> {
-    let align = align.max(MALLOC_ALIGN);
-    Layout::from_size_align(size.max(1), align).map_err(|_| HeapError::TooLarge {
-        size,
-        limit: isize::MAX as usize - (align - 1),
-        limit_name: "isize::MAX",
-    })
 }
 
 // SAFETY: talc hands out chunks of its arena, which is memory of this process valid for reads
@@ -186,20 +185,12 @@ unsafe impl ReplayHeap for TalcHeap {
     }
 
     fn alloc(&mut self, size: usize, align: usize) -> Result<Handle, HeapError> {
-        let layout = layout(size, align)?;
-        // SAFETY: `layout` has a non-zero size (`layout` rounds 0 up to 1).
-        let ptr = unsafe { self.talc.alloc(layout) };
-        NonNull::new(ptr)
-            .map(Handle::new)
-            .ok_or(HeapError::OutOfMemory { size })
+        self.requests().alloc(size, align)
     }
 
     unsafe fn free(&mut self, handle: Handle, size: usize, align: usize) -> Result<(), HeapError> {
-        let layout = layout(size, align)?;
-        // SAFETY: the caller promises that `handle` is live and came from `alloc` or `realloc`
-        // with this size and alignment, which map to this same layout.
-        unsafe { self.talc.dealloc(handle.as_ptr().as_ptr(), layout) };
-        Ok(())
+        // SAFETY: the caller's promise is the one `Requests::free` asks for.
+        unsafe { self.requests().free(handle, size, align) }
     }
 
     unsafe fn realloc(
@@ -209,15 +200,8 @@ unsafe impl ReplayHeap for TalcHeap {
         align: usize,
         new_size: usize,
     ) -> Result<Handle, HeapError> {
-        let old = layout(old_size, align)?;
-        let new = layout(new_size, align)?;
-        // SAFETY: 1. the caller promises `handle` is live, from this heap, allocated with `old`
-        // (the same mapping of size and alignment); 2. `new.size()` is non-zero and, rounded up
-        // to the alignment, does not overflow `isize` (`Layout::from_size_align` checked it).
-        let ptr = unsafe { self.talc.realloc(handle.as_ptr().as_ptr(), old, new.size()) };
-        NonNull::new(ptr)
-            .map(Handle::new)
-            .ok_or(HeapError::OutOfMemory { size: new_size })
+        // SAFETY: the caller's promise is the one `Requests::realloc` asks for.
+        unsafe { self.requests().realloc(handle, old_size, align, new_size) }
     }
 
     fn verify_empty(&mut self) -> Result<(), String> {

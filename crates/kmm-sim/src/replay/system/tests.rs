@@ -1,6 +1,14 @@
 //! Unit tests of the system-allocator heap: layouts, zero-size requests, alignment, realloc.
 
 use super::*;
+use std::alloc::Layout;
+
+use crate::replay::heap::MALLOC_ALIGN;
+
+/// The layout the system allocator is asked for.
+fn layout(size: usize, align: usize) -> Result<Layout, HeapError> {
+    REQUESTS.layout(size, align)
+}
 
 #[test]
 fn default_alignment_asks_for_plain_malloc() {

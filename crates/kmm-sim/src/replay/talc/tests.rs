@@ -5,6 +5,11 @@ use super::*;
 use crate::replay::engine::{ReplayOptions, replay};
 use crate::replay::trace::Trace;
 
+/// The layout talc is asked for.
+fn layout(size: usize, align: usize) -> Result<Layout, HeapError> {
+    crate::replay::global::request_layout(size, align, MALLOC_ALIGN)
+}
+
 /// A heap with a 1 MiB arena.
 fn heap() -> TalcHeap {
     TalcHeap::new(1 << 20).unwrap()
