@@ -102,11 +102,13 @@ fn reciprocal_division_is_exact() {
         1 << 22,
     ] {
         let r = Reciprocal::new(size);
-        for off in (0..(1usize << 22)).step_by(size.max(4097) / 7 + 1).chain([
-            size,
-            2 * size,
-            (1 << 22) - 1,
-        ]) {
+        // Miri interprets every step: there, a sparser sweep of the same range.
+        let step = size.max(4097) / 7 + 1;
+        let step = if cfg!(miri) { step * 16 } else { step };
+        for off in (0..(1usize << 22))
+            .step_by(step)
+            .chain([size, 2 * size, (1 << 22) - 1])
+        {
             assert_eq!(r.div(off), off / size, "{off} / {size}");
         }
     }
