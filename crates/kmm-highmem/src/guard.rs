@@ -1,5 +1,5 @@
-//! The guards that hold a mapping: `KmapGuard` for `kmap`, `AtomicKmap` for
-//! `kmap_atomic` and `LocalKmap` for `kmap_local_page`.
+//! The guards that hold a mapping: `KmapGuard` for `kmap`, `StackKmap` for
+//! `kmap_atomic` and `kmap_local_page` (aliased `AtomicKmap` and `LocalKmap`).
 
 use core::fmt;
 use core::marker::PhantomData;
@@ -77,98 +77,70 @@ impl fmt::Debug for KmapGuard<'_> {
     }
 }
 
-/// A `kmap_atomic` mapping: a slot of this CPU's stack, with preemption
-/// disabled; dropping it is `kunmap_atomic`.
+/// A mapping in a slot of this CPU's stack of temporary mappings: a
+/// `kmap_atomic` one ([`AtomicKmap`], with preemption disabled; dropping it
+/// is `kunmap_atomic`) or a `kmap_local_page` one ([`LocalKmap`]; dropping it
+/// is `kunmap_local`). [`StackKmap::kind`] tells which.
 ///
 /// The kernel wants these released newest first. A guard dropped while a
-/// newer mapping of its CPU lives keeps its slot (and preemption disabled)
-/// until the newer ones are released, then goes with them, so guards may be
-/// dropped in any order. The explicit [`Highmem::kunmap_atomic`] does not
-/// defer: out of order it fails with
+/// newer mapping of its CPU lives keeps its slot (and, for `kmap_atomic`,
+/// preemption disabled) until the newer ones are released, then goes with
+/// them, so guards may be dropped in any order. The explicit
+/// [`Highmem::kunmap_atomic`] and [`Highmem::kunmap_local`] do not defer: out
+/// of order they fail with
 /// [`HighmemError::NotLifo`](crate::HighmemError::NotLifo). The guard is
 /// neither `Send` nor `Sync`: the mapping belongs to the CPU it was made on.
 #[must_use = "the page is unmapped as soon as the guard is dropped"]
-pub struct AtomicKmap<'a> {
+pub struct StackKmap<'a> {
     hm: &'a Highmem,
     pfn: Pfn,
     addr: VirtAddr,
+    kind: LocalKind,
     _not_send: PhantomData<*const ()>,
 }
 
-impl<'a> AtomicKmap<'a> {
-    pub(crate) fn new(hm: &'a Highmem, pfn: Pfn, addr: VirtAddr) -> AtomicKmap<'a> {
-        AtomicKmap {
+/// The guard of [`Highmem::kmap_atomic`].
+pub type AtomicKmap<'a> = StackKmap<'a>;
+
+/// The guard of [`Highmem::kmap_local_page`].
+pub type LocalKmap<'a> = StackKmap<'a>;
+
+impl<'a> StackKmap<'a> {
+    pub(crate) fn new(hm: &'a Highmem, pfn: Pfn, addr: VirtAddr, kind: LocalKind) -> StackKmap<'a> {
+        StackKmap {
             hm,
             pfn,
             addr,
+            kind,
             _not_send: PhantomData,
         }
     }
 
     guard_accessors!();
 
-    /// Keeps the mapping, with preemption disabled, and returns its address;
-    /// release it later with [`Highmem::kunmap_atomic`].
+    /// Which call made the mapping.
+    pub fn kind(&self) -> LocalKind {
+        self.kind
+    }
+
+    /// Keeps the mapping (a `kmap_atomic` one with preemption disabled) and
+    /// returns its address; release it later with [`Highmem::kunmap_atomic`]
+    /// or [`Highmem::kunmap_local`], as [`StackKmap::kind`] says.
     pub fn into_raw(self) -> VirtAddr {
         ManuallyDrop::new(self).addr
     }
 }
 
-impl Drop for AtomicKmap<'_> {
+impl Drop for StackKmap<'_> {
     fn drop(&mut self) {
-        self.hm.release_local(self.addr, LocalKind::Atomic);
+        self.hm.release_local(self.addr, self.kind);
     }
 }
 
-impl fmt::Debug for AtomicKmap<'_> {
+impl fmt::Debug for StackKmap<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AtomicKmap")
-            .field("pfn", &self.pfn)
-            .field("addr", &self.addr)
-            .finish()
-    }
-}
-
-/// A `kmap_local_page` mapping: a slot of this CPU's stack; dropping it is
-/// `kunmap_local`.
-///
-/// The release order and the thread binding of [`AtomicKmap`] apply.
-#[must_use = "the page is unmapped as soon as the guard is dropped"]
-pub struct LocalKmap<'a> {
-    hm: &'a Highmem,
-    pfn: Pfn,
-    addr: VirtAddr,
-    _not_send: PhantomData<*const ()>,
-}
-
-impl<'a> LocalKmap<'a> {
-    pub(crate) fn new(hm: &'a Highmem, pfn: Pfn, addr: VirtAddr) -> LocalKmap<'a> {
-        LocalKmap {
-            hm,
-            pfn,
-            addr,
-            _not_send: PhantomData,
-        }
-    }
-
-    guard_accessors!();
-
-    /// Keeps the mapping and returns its address; release it later with
-    /// [`Highmem::kunmap_local`].
-    pub fn into_raw(self) -> VirtAddr {
-        ManuallyDrop::new(self).addr
-    }
-}
-
-impl Drop for LocalKmap<'_> {
-    fn drop(&mut self) {
-        self.hm.release_local(self.addr, LocalKind::Local);
-    }
-}
-
-impl fmt::Debug for LocalKmap<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LocalKmap")
+        f.debug_struct("StackKmap")
+            .field("kind", &self.kind)
             .field("pfn", &self.pfn)
             .field("addr", &self.addr)
             .finish()

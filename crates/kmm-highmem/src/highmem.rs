@@ -16,7 +16,7 @@ use kmm_page::{Mmu, PAGE_SIZE, Pfn, PhysMemory, Prot, VirtAddr};
 use kmm_percpu::{CpuContext, PerCpu};
 use spin::Mutex;
 
-use crate::guard::{AtomicKmap, KmapGuard, LocalKmap};
+use crate::guard::{AtomicKmap, KmapGuard, LocalKmap, StackKmap};
 use crate::hash::PageTable;
 use crate::{HighmemError, LocalKind};
 
@@ -589,7 +589,7 @@ impl Highmem {
     pub fn kmap_atomic(&self, pfn: Pfn) -> Result<AtomicKmap<'_>, HighmemError> {
         self.cpus.preempt_disable();
         match self.push_local(pfn, LocalKind::Atomic) {
-            Ok(addr) => Ok(AtomicKmap::new(self, pfn, addr)),
+            Ok(addr) => Ok(StackKmap::new(self, pfn, addr, LocalKind::Atomic)),
             Err(e) => {
                 self.cpus.preempt_enable();
                 Err(e)
@@ -611,7 +611,7 @@ impl Highmem {
             self.cpus.preempt_disable();
         }
         match self.push_local(pfn, LocalKind::Local) {
-            Ok(addr) => Ok(LocalKmap::new(self, pfn, addr)),
+            Ok(addr) => Ok(StackKmap::new(self, pfn, addr, LocalKind::Local)),
             Err(e) => {
                 if pin {
                     self.cpus.preempt_enable();

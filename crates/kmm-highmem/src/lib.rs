@@ -10,7 +10,7 @@ mod hash;
 mod highmem;
 
 pub use error::{HighmemError, LocalKind};
-pub use guard::{AtomicKmap, KmapGuard, LocalKmap};
+pub use guard::{AtomicKmap, KmapGuard, LocalKmap, StackKmap};
 pub use highmem::{Highmem, KM_MAX_IDX, LAST_PKMAP, PkmapStats};
 
 #[cfg(test)]
