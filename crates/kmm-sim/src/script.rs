@@ -423,13 +423,7 @@ pub(crate) fn parse_line(line: &str) -> Result<Option<Command>, ParseError> {
             };
             let (name, size, mut args) =
                 named_with(command, &rest, "a size, as in 'vmalloc E 40000'", &["gfp"])?;
-            let size = parse_size(size)
-                .and_then(|b| usize::try_from(b).map_err(|_| "too large for this host".to_owned()))
-                .map_err(|reason| ParseError::BadValue {
-                    key: "size",
-                    value: size.to_owned(),
-                    reason,
-                })?;
+            let size = parse_host_size(size)?;
             let gfp = args.text("gfp");
             Command::Vmalloc {
                 name,
@@ -478,13 +472,7 @@ pub(crate) fn parse_line(line: &str) -> Result<Option<Command>, ParseError> {
             let command = if zero { "kzalloc" } else { "kmalloc" };
             let (name, size, mut args) =
                 named_with(command, &rest, "a size, as in 'kmalloc K 100'", &["gfp"])?;
-            let size = parse_size(size)
-                .and_then(|b| usize::try_from(b).map_err(|_| "too large for this host".to_owned()))
-                .map_err(|reason| ParseError::BadValue {
-                    key: "size",
-                    value: size.to_owned(),
-                    reason,
-                })?;
+            let size = parse_host_size(size)?;
             let gfp = args.text("gfp");
             Command::Kmalloc {
                 name,
@@ -881,6 +869,18 @@ fn parse_on_off(text: &str) -> Result<bool, String> {
 
 /// Parses a size in bytes: plain bytes, or a number with `K`, `M`, `G` or `T`
 /// (optionally followed by `iB` or `B`; the units are binary, as `mem=` is in Linux).
+/// The positional size of `vmalloc` and `kmalloc`: [`parse_size`], and it must fit this
+/// host's `usize`.
+fn parse_host_size(size: &str) -> Result<usize, ParseError> {
+    parse_size(size)
+        .and_then(|b| usize::try_from(b).map_err(|_| "too large for this host".to_owned()))
+        .map_err(|reason| ParseError::BadValue {
+            key: "size",
+            value: size.to_owned(),
+            reason,
+        })
+}
+
 pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let digits_end = text
         .find(|c: char| !c.is_ascii_digit())

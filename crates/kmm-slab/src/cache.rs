@@ -500,6 +500,28 @@ impl SlabAllocator {
         }
     }
 
+    /// A debug cache's partial slab whose freelist is corrupt (at the object
+    /// at `addr`): drops the freelist, makes the slab full so no allocation
+    /// walks it again, and returns the report. The caller holds the node lock.
+    fn drop_corrupt_freelist(
+        &self,
+        cache: &Cache,
+        n: &mut Node,
+        id: u32,
+        meta: &SlabMeta,
+        addr: usize,
+    ) -> SlabError {
+        n.free_objects -= meta.nr_free.load(Relaxed) as usize;
+        meta.nr_free.store(0, Relaxed);
+        meta.freelist.store(NIL, Relaxed);
+        self.remove_partial(n, id);
+        meta.state.store(S_FULL, Relaxed);
+        SlabError::Corrupted {
+            cache: cache.name.clone(),
+            object: addr,
+        }
+    }
+
     /// `on_freelist`: whether `off` is on the slab's own freelist (bounded walk).
     fn on_freelist(&self, cache: &Cache, meta: &SlabMeta, mem: &SlabMem, off: usize) -> bool {
         let mut cur = meta.freelist.load(Relaxed);
@@ -948,17 +970,8 @@ impl SlabAllocator {
                     let addr = Cache::addr_of(&mem, off);
                     let last = cache.last_off(meta.objects.load(Relaxed) as usize);
                     if off == NIL || !cache.is_object_start(off, last) {
-                        // The list head itself is bad: drop the slab's freelist.
-                        let nr = meta.nr_free.load(Relaxed) as usize;
-                        n.free_objects -= nr;
-                        meta.nr_free.store(0, Relaxed);
-                        meta.freelist.store(NIL, Relaxed);
-                        self.remove_partial(&mut n, id);
-                        meta.state.store(S_FULL, Relaxed);
-                        return Err(SlabError::Corrupted {
-                            cache: cache.name.clone(),
-                            object: addr,
-                        });
+                        // The list head itself is bad.
+                        return Err(self.drop_corrupt_freelist(cache, &mut n, id, meta, addr));
                     }
                     if let Err(e) = self.check_free_object(cache, &mem, off) {
                         // `restore_bytes`: repair, keep the object free, report.
@@ -967,16 +980,7 @@ impl SlabAllocator {
                     }
                     let next = mem.read_word(off + cache.layout.offset).unwrap_or(NIL - 1);
                     if next != NIL && !cache.is_object_start(next, last) {
-                        let nr = meta.nr_free.load(Relaxed) as usize;
-                        n.free_objects -= nr;
-                        meta.nr_free.store(0, Relaxed);
-                        meta.freelist.store(NIL, Relaxed);
-                        self.remove_partial(&mut n, id);
-                        meta.state.store(S_FULL, Relaxed);
-                        return Err(SlabError::Corrupted {
-                            cache: cache.name.clone(),
-                            object: addr,
-                        });
+                        return Err(self.drop_corrupt_freelist(cache, &mut n, id, meta, addr));
                     }
                     meta.freelist.store(next, Relaxed);
                     let nr_free = meta.nr_free.load(Relaxed) - 1;
