@@ -446,10 +446,11 @@ impl SlabAllocator {
     pub fn kmem_cache_destroy(&self, cache: &KmemCache) -> Result<(), SlabError> {
         self.check_handle(cache)?;
         let c = &cache.inner;
+        let mut discard = Vec::new();
         {
-            let guards: Vec<_> = c.cpu.iter().map(|s| s.lock()).collect();
-            let n = c.node.lock();
-            let cpu_free: usize = guards.iter().map(|g| g.nr_free).sum();
+            let mut guards: Vec<_> = c.cpu.iter().map(|s| s.close()).collect();
+            let mut n = c.node.lock();
+            let cpu_free: usize = guards.iter().map(|g| self.cpu_free(c, g)).sum();
             let live = n.total_objects.saturating_sub(n.free_objects + cpu_free);
             if live > 0 {
                 return Err(SlabError::LiveObjects {
@@ -462,6 +463,17 @@ impl SlabAllocator {
                     cache: c.name.clone(),
                 });
             }
+            // Empty every CPU slot before opening it again: the fast paths
+            // do not look at `destroyed`, so nothing may be left to pop.
+            for g in &mut guards {
+                let d = self.deactivate(c, g, &mut n);
+                if d != NO_SLAB {
+                    discard.push(d);
+                }
+            }
+        }
+        for id in discard {
+            self.free_slab(id);
         }
         self.shrink(c);
         self.list.lock().retain(|x| !Arc::ptr_eq(x, c));

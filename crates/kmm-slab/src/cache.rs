@@ -1,13 +1,19 @@
 //! The SLUB machinery: caches, per-CPU slabs, node partial lists, slab
 //! creation and discard, and the debug checks (`mm/slub.c`).
 //!
-//! Locking, as in SLUB: each CPU's active ("frozen") slab and its lockless
-//! freelist sit behind that CPU's own lock in the cache (uncontended on its
-//! CPU: one atomic); every slab's own freelist, state and the node partial
-//! list sit behind the cache's node lock (`list_lock`). The lock order is CPU
-//! lock, then node lock. A slab is freed only under the node lock after it is
-//! unlinked from everything, and a frozen slab is unfrozen only under its
-//! CPU's lock, which is what keeps every [`SlabMem`] used below valid.
+//! Locking, as in SLUB: each CPU's active ("frozen") slab has a lockless
+//! freelist, popped and pushed with one compare-exchange of the freelist
+//! head and a transaction id packed in one word (`this_cpu_cmpxchg` of
+//! `freelist` and `tid`; see [`CpuSlot`]). The slow paths and the flushes
+//! close a CPU's slot first, which makes them its only user until they
+//! publish it again. Every slab's own freelist, state and the node partial
+//! list sit behind the cache's node lock (`list_lock`). The order is: close
+//! the CPU slot, then take the node lock. A slab is freed only under the node
+//! lock after it is unlinked from everything, and a frozen slab is unfrozen
+//! only by a thread holding its CPU slot closed, which is what keeps every
+//! [`SlabMem`] used below valid. The one read that may land on a slab being
+//! flushed, or on an object just handed out, is the fast path's read of a
+//! free pointer; its value is then discarded (`raw::load_free_word`).
 //!
 //! No heap allocation happens on any allocation or free path (the slab table
 //! grows by one chunk every 1024 slabs, outside the cache locks), so a global
@@ -16,10 +22,12 @@
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::fmt;
+use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize};
 
-use crossbeam_utils::CachePadded;
+use crossbeam_utils::{Backoff, CachePadded};
 use kmm_gfp::Gfp;
 use kmm_page::{PAGE_SIZE, PageFlags, PageType, Pfn};
 use spin::Mutex;
@@ -29,7 +37,7 @@ use crate::layout::{
     ObjectLayout, POISON_END, POISON_FREE, POISON_INUSE, Reciprocal, SLUB_RED_ACTIVE,
     SLUB_RED_INACTIVE, TRACK_SIZE,
 };
-use crate::raw::SlabMem;
+use crate::raw::{self, SlabMem};
 use crate::{SlabError, SlabFlags};
 
 /// "No object" in a freelist.
@@ -86,32 +94,167 @@ impl SlabMeta {
     }
 }
 
-/// A CPU's slab (`struct kmem_cache_cpu`).
+/// The free-list word of a [`CpuSlot`] when the slot is closed: a slow path
+/// or a flush owns the CPU slab until it publishes again.
+const F_CLOSED: u32 = u32::MAX - 1;
+/// "No object" in the packed free-list word.
+const F_NIL: u32 = u32::MAX;
+
+/// Packs a CPU freelist head and a transaction id into one word, the
+/// `freelist_aba_t` pair that SLUB changes with one `cmpxchg_double`.
+#[inline]
+fn pack(head: u32, tid: u32) -> u64 {
+    (u64::from(tid) << 32) | u64::from(head)
+}
+
+/// `(head, tid)` of a packed word.
+#[inline]
+fn unpack(ft: u64) -> (u32, u32) {
+    (ft as u32, (ft >> 32) as u32)
+}
+
+/// A freelist offset as it sits in the packed word (offsets of a slab stay
+/// far below `F_CLOSED`: a slab is at most 4 MiB).
+#[inline]
+fn head32(off: usize) -> u32 {
+    if off == NIL { F_NIL } else { off as u32 }
+}
+
+/// A packed head as a freelist offset.
+#[inline]
+fn head_off(head: u32) -> usize {
+    if head >= F_CLOSED { NIL } else { head as usize }
+}
+
+/// A CPU's slab (`struct kmem_cache_cpu`), read and changed without a lock.
+///
+/// `ft` packs the CPU freelist's first object with a transaction id (`tid`)
+/// that every change bumps, as SLUB's `freelist` and `tid` pair: the fast
+/// paths pop and push with one compare-exchange of `ft`, which fails if any
+/// other thread changed the list in between. The other fields describe the
+/// frozen slab and change only while the slot is closed (`ft` holds
+/// `F_CLOSED`): a slow path closes the slot with a compare-exchange, owns it
+/// until [`CpuGuard`] drops, and publishes the fields before `ft`
+/// (release), so a fast path that reads `ft`, the fields, and `ft` again
+/// unchanged (acquire) has seen the fields that go with that `ft`.
+#[derive(Debug)]
+pub(crate) struct CpuSlot {
+    ft: AtomicU64,
+    base: AtomicPtr<u8>,
+    /// Offset of the last object start of the frozen slab.
+    last: AtomicUsize,
+    len: AtomicUsize,
+    slab: AtomicU32,
+}
+
+impl CpuSlot {
+    fn new() -> CpuSlot {
+        CpuSlot {
+            ft: AtomicU64::new(pack(F_NIL, 0)),
+            base: AtomicPtr::new(core::ptr::null_mut()),
+            last: AtomicUsize::new(0),
+            len: AtomicUsize::new(0),
+            slab: AtomicU32::new(NO_SLAB),
+        }
+    }
+
+    /// Closes the slot and returns its state to the caller alone until the
+    /// guard drops (`local_lock` + taking `c->freelist` in `___slab_alloc`).
+    /// Waits while another thread holds it closed.
+    pub(crate) fn close(&self) -> CpuGuard<'_> {
+        let backoff = Backoff::new();
+        loop {
+            let ft = self.ft.load(Relaxed);
+            let (head, tid) = unpack(ft);
+            let tid = tid.wrapping_add(1);
+            if head != F_CLOSED
+                && self
+                    .ft
+                    .compare_exchange_weak(ft, pack(F_CLOSED, tid), Acquire, Relaxed)
+                    .is_ok()
+            {
+                let c = CpuSlab {
+                    slab: self.slab.load(Relaxed),
+                    base: self.base.load(Relaxed),
+                    len: self.len.load(Relaxed),
+                    last: self.last.load(Relaxed),
+                    freelist: head_off(head),
+                };
+                return CpuGuard { slot: self, c, tid };
+            }
+            backoff.snooze();
+        }
+    }
+
+    /// A consistent view of the open slot for the fast paths: the packed
+    /// word, the slab base and the last object offset; `None` while closed
+    /// or when the slot changed under the reads (the caller retries).
+    #[inline]
+    fn snapshot(&self) -> Option<(u64, *mut u8, usize)> {
+        let ft = self.ft.load(Acquire);
+        let base = self.base.load(Acquire);
+        let last = self.last.load(Acquire);
+        if self.ft.load(Acquire) != ft {
+            return None;
+        }
+        Some((ft, base, last))
+    }
+}
+
+/// The state of a closed [`CpuSlot`], owned by the thread that closed it.
 #[derive(Debug)]
 pub(crate) struct CpuSlab {
     pub(crate) slab: u32,
-    base: AtomicPtr<u8>,
+    base: *mut u8,
     len: usize,
     /// Offset of the last object start; an offset at or below it is inside the objects.
     last: usize,
     pub(crate) freelist: usize,
-    pub(crate) nr_free: usize,
 }
 
 impl CpuSlab {
-    fn new() -> CpuSlab {
-        CpuSlab {
-            slab: NO_SLAB,
-            base: AtomicPtr::new(core::ptr::null_mut()),
-            len: 0,
-            last: 0,
-            freelist: NIL,
-            nr_free: 0,
-        }
-    }
-
     fn clear(&mut self) {
-        *self = CpuSlab::new();
+        self.slab = NO_SLAB;
+        self.base = core::ptr::null_mut();
+        self.len = 0;
+        self.last = 0;
+        self.freelist = NIL;
+    }
+}
+
+/// A closed CPU slot; dropping it publishes the (possibly changed) state and
+/// opens the slot again.
+#[derive(Debug)]
+pub(crate) struct CpuGuard<'a> {
+    slot: &'a CpuSlot,
+    c: CpuSlab,
+    tid: u32,
+}
+
+impl Deref for CpuGuard<'_> {
+    type Target = CpuSlab;
+    fn deref(&self) -> &CpuSlab {
+        &self.c
+    }
+}
+
+impl DerefMut for CpuGuard<'_> {
+    fn deref_mut(&mut self) -> &mut CpuSlab {
+        &mut self.c
+    }
+}
+
+impl Drop for CpuGuard<'_> {
+    fn drop(&mut self) {
+        let s = self.slot;
+        s.slab.store(self.c.slab, Relaxed);
+        s.len.store(self.c.len, Relaxed);
+        s.last.store(self.c.last, Release);
+        s.base.store(self.c.base, Release);
+        s.ft.store(
+            pack(head32(self.c.freelist), self.tid.wrapping_add(1)),
+            Release,
+        );
     }
 }
 
@@ -141,7 +284,7 @@ pub(crate) struct Cache {
     pub(crate) allocflags: Gfp,
     recip: Reciprocal,
     pub(crate) destroyed: AtomicBool,
-    pub(crate) cpu: Box<[CachePadded<Mutex<CpuSlab>>]>,
+    pub(crate) cpu: Box<[CachePadded<CpuSlot>]>,
     pub(crate) node: Mutex<Node>,
 }
 
@@ -191,7 +334,7 @@ impl Cache {
             recip: Reciprocal::new(layout.size),
             destroyed: AtomicBool::new(false),
             cpu: (0..nr_cpus.max(1))
-                .map(|_| CachePadded::new(Mutex::new(CpuSlab::new())))
+                .map(|_| CachePadded::new(CpuSlot::new()))
                 .collect(),
             node: Mutex::new(Node {
                 head: NO_SLAB,
@@ -237,22 +380,27 @@ fn frozen(cpu: usize) -> u32 {
 }
 
 impl SlabAllocator {
-    /// This CPU's slot in `cache` (slot 0 if the context reports a CPU beyond the machine).
+    /// This CPU's slot in `cache` with the CPU's number (slot 0 if the
+    /// context reports a CPU beyond the machine).
     #[inline]
-    fn this_cpu(&self, cache: &Cache) -> usize {
+    fn this_cpu<'c>(&self, cache: &'c Cache) -> (&'c CachePadded<CpuSlot>, usize) {
         let cpu = self.cpus.current_cpu();
-        if cpu < cache.cpu.len() { cpu } else { 0 }
+        match cache.cpu.get(cpu) {
+            Some(slot) => (slot, cpu),
+            None => (&cache.cpu[0], 0),
+        }
     }
 
     /// The memory of the frozen slab of `c`.
     #[expect(unsafe_code, reason = "the slab layer owns its slabs' bytes")]
     #[inline]
-    fn cpu_mem(c: &mut CpuSlab) -> Option<SlabMem> {
-        let base = NonNull::new(*c.base.get_mut())?;
-        // SAFETY: `c` is borrowed from its CPU lock and holds a frozen slab:
-        // the slab is unfrozen (and only then freeable) under this same lock,
-        // so its pages stay allocated to the slab layer while the returned
-        // value is used, which ends before the caller drops the lock.
+    fn cpu_mem(c: &CpuSlab) -> Option<SlabMem> {
+        let base = NonNull::new(c.base)?;
+        // SAFETY: `c` is the state of a CPU slot its caller holds closed, and
+        // it holds a frozen slab: the slab is unfrozen (and only then
+        // freeable) only by a thread that closed the slot, so its pages stay
+        // allocated to the slab layer while the returned value is used, which
+        // ends before the caller opens the slot again.
         Some(unsafe { SlabMem::new(base, c.len) })
     }
 
@@ -336,6 +484,10 @@ impl SlabAllocator {
     /// Frees the object at `obj` of `cache` (`kmem_cache_free` / `slab_free`);
     /// `slab` is the object's slab descriptor id when the caller has already
     /// looked it up (`kfree`), so the slow path need not look again.
+    #[expect(
+        unsafe_code,
+        reason = "the fast path writes the free pointer of a freed object"
+    )]
     pub(crate) fn cache_free(
         &self,
         cache: &Cache,
@@ -346,37 +498,37 @@ impl SlabAllocator {
             return self.free_slow(cache, obj, slab);
         }
         let addr = obj.as_ptr().addr();
-        let cpu = self.this_cpu(cache);
-        {
-            let mut c = cache.cpu[cpu].lock();
-            let base = *c.base.get_mut();
+        let (slot, _) = self.this_cpu(cache);
+        loop {
+            // `do_slab_free` fast path: push onto this CPU's freelist with one
+            // compare-exchange when the object is in this CPU's slab.
+            let Some((ft, base, last)) = slot.snapshot() else {
+                continue;
+            };
+            let (head, tid) = unpack(ft);
             let off = addr.wrapping_sub(base.addr());
-            if !base.is_null() && off <= c.last {
-                // `do_slab_free` fast path: the object is in this CPU's slab.
-                if !cache.is_object_start(off, c.last) {
-                    return Err(SlabError::NotObjectStart {
-                        addr,
-                        cache: cache.name.clone(),
-                    });
-                }
-                if off == c.freelist {
-                    return Err(SlabError::DoubleFree {
-                        cache: cache.name.clone(),
-                        object: addr,
-                    });
-                }
-                let head = c.freelist;
-                let Some(mem) = Self::cpu_mem(&mut c) else {
-                    return Err(SlabError::ForeignPointer { addr });
-                };
-                if !mem.write_word(off + cache.layout.offset, head) {
-                    return Err(SlabError::NotObjectStart {
-                        addr,
-                        cache: cache.name.clone(),
-                    });
-                }
-                c.freelist = off;
-                c.nr_free += 1;
+            if head == F_CLOSED || base.is_null() || off > last {
+                break;
+            }
+            // The snapshot is consistent, so these verdicts are about the
+            // slab this CPU held at that moment.
+            if !cache.is_object_start(off, last) {
+                return Err(cold::not_object_start(cache, addr));
+            }
+            if off == head as usize {
+                return Err(cold::double_free(cache, addr));
+            }
+            // SAFETY: `base + off` is an object start of a slab of this cache
+            // (`off <= last`), and the object is the caller's, given back:
+            // nobody else writes it. The word is aligned (objects and the
+            // free pointer's offset are word-aligned) and inside the direct
+            // map, which stays mapped while the allocator lives.
+            unsafe { raw::store_free_word(base, off + cache.layout.offset, head_off(head)) };
+            if slot
+                .ft
+                .compare_exchange(ft, pack(off as u32, tid.wrapping_add(1)), AcqRel, Relaxed)
+                .is_ok()
+            {
                 return Ok(());
             }
         }
@@ -425,6 +577,7 @@ impl SlabAllocator {
 
     /// `__slab_free`: frees to the slab's own freelist under the node lock
     /// (remote frees, and every free of a debug cache).
+    #[inline(never)]
     fn free_slow(
         &self,
         cache: &Cache,
@@ -538,38 +691,81 @@ impl SlabAllocator {
     }
 
     /// Allocates an object of `cache` (`slab_alloc_node`).
+    #[expect(
+        unsafe_code,
+        reason = "the fast path reads a free pointer without holding the slab"
+    )]
     #[inline]
     pub(crate) fn cache_alloc(&self, cache: &Cache, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
         if cache.debug {
             return self.alloc_debug(cache, gfp);
         }
-        let cpu = self.this_cpu(cache);
-        let mut c = cache.cpu[cpu].lock();
-        if cache.destroyed.load(Relaxed) {
-            return Err(SlabError::Destroyed {
-                cache: cache.name.clone(),
-            });
-        }
-        let (mem, off) = match self.cpu_pop(cache, &mut c)? {
-            Some(x) => x,
-            None => self.alloc_slow(cache, &mut c, cpu, gfp)?,
+        let (slot, cpu) = self.this_cpu(cache);
+        let obj = loop {
+            // The fast path: pop this CPU's first free object with one
+            // compare-exchange of the freelist and its tid.
+            let Some((ft, base, last)) = slot.snapshot() else {
+                continue;
+            };
+            let (head, tid) = unpack(ft);
+            let off = head as usize;
+            if head >= F_CLOSED || base.is_null() || off > last {
+                return self.alloc_slow(cache, slot, cpu, gfp);
+            }
+            // SAFETY: `base + off` was the first free object of this CPU's
+            // slab at the snapshot; see `raw::load_free_word` for the race
+            // with a thread that pops it first, after which the value read
+            // is thrown away because the compare-exchange below fails.
+            let next = unsafe { raw::load_free_word(base, off + cache.layout.offset) };
+            if next != NIL && next > last {
+                // The free pointer was overwritten: drop the rest of the
+                // list if it is still this CPU's, and report.
+                if slot
+                    .ft
+                    .compare_exchange(ft, pack(F_NIL, tid.wrapping_add(1)), AcqRel, Relaxed)
+                    .is_ok()
+                {
+                    return Err(cold::corrupted(cache, base.addr().wrapping_add(off)));
+                }
+                continue;
+            }
+            if slot
+                .ft
+                .compare_exchange(ft, pack(head32(next), tid.wrapping_add(1)), AcqRel, Relaxed)
+                .is_ok()
+            {
+                break base.wrapping_add(off);
+            }
         };
-        if gfp.contains(Gfp::ZERO) {
-            mem.fill(off, cache.layout.object_size, 0);
+        match NonNull::new(obj) {
+            Some(obj) if !gfp.contains(Gfp::ZERO) => Ok(obj),
+            _ => self.hand_out(cache, obj, gfp),
         }
-        mem.ptr(off).ok_or_else(|| SlabError::Corrupted {
-            cache: cache.name.clone(),
-            object: 0,
-        })
     }
 
-    /// Pops the first object of the CPU freelist (the fast path).
-    #[inline]
-    fn cpu_pop(
-        &self,
-        cache: &Cache,
-        c: &mut CpuSlab,
-    ) -> Result<Option<(SlabMem, usize)>, SlabError> {
+    /// The object at `obj`, just taken off a freelist and now the caller's,
+    /// zeroed if `gfp` asks.
+    #[expect(unsafe_code, reason = "the slab layer owns its slabs' bytes")]
+    #[inline(never)]
+    fn hand_out(&self, cache: &Cache, obj: *mut u8, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+        let Some(obj) = NonNull::new(obj) else {
+            return Err(SlabError::Corrupted {
+                cache: cache.name.clone(),
+                object: 0,
+            });
+        };
+        if gfp.contains(Gfp::ZERO) {
+            // SAFETY: the object's `size` bytes lie inside a slab the slab
+            // layer holds, which cannot be freed while this object is
+            // allocated; `obj` carries the slab's provenance.
+            let mem = unsafe { SlabMem::new(obj, cache.layout.size) };
+            mem.fill(0, cache.layout.object_size, 0);
+        }
+        Ok(obj)
+    }
+
+    /// Pops the first object of a closed slot's freelist.
+    fn cpu_pop(&self, cache: &Cache, c: &mut CpuSlab) -> Result<Option<*mut u8>, SlabError> {
         let off = c.freelist;
         if off == NIL {
             return Ok(None);
@@ -581,26 +777,47 @@ impl SlabAllocator {
         if next != NIL && next > c.last {
             // The free pointer was overwritten: drop the rest of the list.
             c.freelist = NIL;
-            c.nr_free = 0;
             return Err(SlabError::Corrupted {
                 cache: cache.name.clone(),
                 object: Cache::addr_of(&mem, off),
             });
         }
         c.freelist = next;
-        c.nr_free = c.nr_free.saturating_sub(1);
-        Ok(Some((mem, off)))
+        Ok(mem.ptr(off).map(NonNull::as_ptr))
     }
 
-    /// `___slab_alloc`: refill the CPU freelist from the slab's remote frees,
-    /// the node partial list, or a new slab, and pop.
+    /// `___slab_alloc`: closes the slot, then pops from what was pushed
+    /// meanwhile, or refills the CPU freelist from the slab's remote frees,
+    /// the node partial list, or a new slab, and pops.
+    #[inline(never)]
     fn alloc_slow(
         &self,
         cache: &Cache,
-        c: &mut CpuSlab,
+        slot: &CpuSlot,
         cpu: usize,
         gfp: Gfp,
-    ) -> Result<(SlabMem, usize), SlabError> {
+    ) -> Result<NonNull<u8>, SlabError> {
+        let obj = self.refill_and_pop(cache, slot, cpu, gfp)?;
+        self.hand_out(cache, obj, gfp)
+    }
+
+    /// The body of [`SlabAllocator::alloc_slow`]: the object popped.
+    fn refill_and_pop(
+        &self,
+        cache: &Cache,
+        slot: &CpuSlot,
+        cpu: usize,
+        gfp: Gfp,
+    ) -> Result<*mut u8, SlabError> {
+        let mut c = slot.close();
+        if cache.destroyed.load(Relaxed) {
+            return Err(SlabError::Destroyed {
+                cache: cache.name.clone(),
+            });
+        }
+        if let Some(obj) = self.cpu_pop(cache, &mut c)? {
+            return Ok(obj);
+        }
         {
             let mut n = cache.node.lock();
             if c.slab != NO_SLAB
@@ -609,46 +826,38 @@ impl SlabAllocator {
                 let remote = meta.freelist.load(Relaxed);
                 if remote != NIL {
                     // `get_freelist`: take over the objects freed remotely.
-                    let nr = meta.nr_free.load(Relaxed) as usize;
                     c.freelist = remote;
-                    c.nr_free = nr;
-                    n.free_objects -= nr;
+                    n.free_objects -= meta.nr_free.load(Relaxed) as usize;
                     meta.freelist.store(NIL, Relaxed);
                     meta.nr_free.store(0, Relaxed);
                 } else {
-                    let d = self.deactivate(cache, c, &mut n);
+                    let d = self.deactivate(cache, &mut c, &mut n);
                     debug_assert_eq!(d, NO_SLAB);
                 }
             }
             if c.freelist == NIL {
                 c.clear();
                 if let Some(id) = self.pop_partial(&mut n) {
-                    self.freeze(cache, c, &mut n, id, cpu);
+                    self.freeze(cache, &mut c, &mut n, id, cpu);
                 }
             }
         }
-        if let Some(x) = self.cpu_pop(cache, c)? {
-            return Ok(x);
+        if let Some(obj) = self.cpu_pop(cache, &mut c)? {
+            return Ok(obj);
         }
         let id = self.new_slab(cache, gfp)?;
         let meta = self.meta(id).ok_or(SlabError::TooMany("slabs"))?;
         {
             let mut n = cache.node.lock();
             Self::account_new(&mut n, meta);
-            meta.state.store(frozen(cpu), Relaxed);
-            c.slab = id;
-            *c.base.get_mut() = meta.base.load(Relaxed);
-            c.len = meta.len();
-            c.last = cache.last_off(meta.objects.load(Relaxed) as usize);
-            c.freelist = meta.freelist.load(Relaxed);
-            c.nr_free = meta.nr_free.load(Relaxed) as usize;
-            meta.freelist.store(NIL, Relaxed);
-            meta.nr_free.store(0, Relaxed);
+            n.free_objects += meta.nr_free.load(Relaxed) as usize;
+            self.freeze(cache, &mut c, &mut n, id, cpu);
         }
-        self.cpu_pop(cache, c)?.ok_or_else(|| SlabError::Corrupted {
-            cache: cache.name.clone(),
-            object: 0,
-        })
+        self.cpu_pop(cache, &mut c)?
+            .ok_or_else(|| SlabError::Corrupted {
+                cache: cache.name.clone(),
+                object: 0,
+            })
     }
 
     fn account_new(n: &mut Node, meta: &SlabMeta) {
@@ -660,15 +869,13 @@ impl SlabAllocator {
     /// Makes partial slab `id` the CPU slab of `c`.
     fn freeze(&self, cache: &Cache, c: &mut CpuSlab, n: &mut Node, id: u32, cpu: usize) {
         let Some(meta) = self.meta(id) else { return };
-        let nr = meta.nr_free.load(Relaxed) as usize;
         meta.state.store(frozen(cpu), Relaxed);
         c.slab = id;
-        *c.base.get_mut() = meta.base.load(Relaxed);
+        c.base = meta.base.load(Relaxed);
         c.len = meta.len();
         c.last = cache.last_off(meta.objects.load(Relaxed) as usize);
         c.freelist = meta.freelist.load(Relaxed);
-        c.nr_free = nr;
-        n.free_objects -= nr;
+        n.free_objects -= meta.nr_free.load(Relaxed) as usize;
         meta.freelist.store(NIL, Relaxed);
         meta.nr_free.store(0, Relaxed);
     }
@@ -685,6 +892,7 @@ impl SlabAllocator {
             && let Some(mem) = Self::cpu_mem(c)
         {
             // Walk to the tail of the CPU freelist (bounded), then splice.
+            let objects = meta.objects.load(Relaxed) as usize;
             let mut cur = c.freelist;
             let mut steps = 1usize;
             loop {
@@ -692,7 +900,7 @@ impl SlabAllocator {
                 if next == NIL {
                     break;
                 }
-                if next > c.last || steps >= c.nr_free {
+                if next > c.last || steps >= objects {
                     mem.write_word(cur + cache.layout.offset, NIL);
                     break;
                 }
@@ -910,7 +1118,7 @@ impl SlabAllocator {
             chain = id;
         };
         for slot in cache.cpu.iter() {
-            let mut c = slot.lock();
+            let mut c = slot.close();
             let mut n = cache.node.lock();
             let d = self.deactivate(cache, &mut c, &mut n);
             if d != NO_SLAB {
@@ -943,11 +1151,27 @@ impl SlabAllocator {
     /// Objects allocated to callers, and the node counters, with every lock
     /// of the cache held: `(live, total_objects, nr_slabs, pages)`.
     pub(crate) fn cache_counts(&self, cache: &Cache) -> (usize, usize, usize, usize) {
-        let guards: alloc::vec::Vec<_> = cache.cpu.iter().map(|s| s.lock()).collect();
+        let guards: alloc::vec::Vec<_> = cache.cpu.iter().map(|s| s.close()).collect();
         let n = cache.node.lock();
-        let cpu_free: usize = guards.iter().map(|c| c.nr_free).sum();
+        let cpu_free: usize = guards.iter().map(|c| self.cpu_free(cache, c)).sum();
         let live = n.total_objects.saturating_sub(n.free_objects + cpu_free);
         (live, n.total_objects, n.nr_slabs, n.pages)
+    }
+
+    /// The length of a closed slot's freelist (a walk bounded by the slab's
+    /// objects; the fast paths keep no count).
+    pub(crate) fn cpu_free(&self, cache: &Cache, c: &CpuSlab) -> usize {
+        let Some(mem) = Self::cpu_mem(c) else {
+            return 0;
+        };
+        let bound = c.len / cache.layout.size;
+        let mut cur = c.freelist;
+        let mut count = 0;
+        while cur != NIL && cur <= c.last && count < bound {
+            count += 1;
+            cur = mem.read_word(cur + cache.layout.offset).unwrap_or(NIL);
+        }
+        count
     }
 
     /// `alloc_single_from_partial` / `alloc_single_from_new_slab`: the debug
@@ -1155,7 +1379,7 @@ impl SlabAllocator {
     /// Checks a cache's structure with all its locks held.
     pub(crate) fn check_cache(&self, cache: &Cache) -> Result<(), alloc::string::String> {
         use alloc::format;
-        let mut guards: alloc::vec::Vec<_> = cache.cpu.iter().map(|s| s.lock()).collect();
+        let mut guards: alloc::vec::Vec<_> = cache.cpu.iter().map(|s| s.close()).collect();
         let n = cache.node.lock();
         let name = &cache.name;
         let walk = |mem: &SlabMem,
@@ -1249,12 +1473,6 @@ impl SlabAllocator {
                         ));
                     }
                     let count = walk(&mem, c.freelist, last, "cpu freelist")?;
-                    if count != c.nr_free {
-                        return Err(format!(
-                            "{name}: cpu {cpu} freelist has {count}, counted {}",
-                            c.nr_free
-                        ));
-                    }
                     if own + count > objs {
                         return Err(format!(
                             "{name}: slab {id} has more free objects than objects"
@@ -1301,5 +1519,39 @@ impl SlabAllocator {
             }
         }
         Ok(())
+    }
+}
+
+/// Error values built off the fast paths: building one clones the cache
+/// name's `Arc`, which the hot code should neither inline nor pay for.
+mod cold {
+    use super::Cache;
+    use crate::SlabError;
+
+    #[cold]
+    #[inline(never)]
+    pub(super) fn not_object_start(cache: &Cache, addr: usize) -> SlabError {
+        SlabError::NotObjectStart {
+            addr,
+            cache: cache.name.clone(),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    pub(super) fn double_free(cache: &Cache, object: usize) -> SlabError {
+        SlabError::DoubleFree {
+            cache: cache.name.clone(),
+            object,
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    pub(super) fn corrupted(cache: &Cache, object: usize) -> SlabError {
+        SlabError::Corrupted {
+            cache: cache.name.clone(),
+            object,
+        }
     }
 }

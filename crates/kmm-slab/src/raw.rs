@@ -29,6 +29,7 @@
 //! what `SLAB_POISON` detects.
 
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// The bytes of one slab or large kmalloc block.
 #[derive(Clone, Copy, Debug)]
@@ -85,10 +86,17 @@ impl SlabMem {
         if !self.check(off, size_of::<usize>()) {
             return None;
         }
-        // SAFETY: 1. `off + 8 <= len`, so the read is inside the block; 2. the
-        // block is valid for reads while held (`new`'s contract); 3. the
-        // read is unaligned-tolerant.
-        Some(unsafe { self.base.add(off).cast::<usize>().read_unaligned() })
+        // SAFETY: `off + 8 <= len`, so the word is inside the block, which is
+        // valid for reads while held (`new`'s contract).
+        let p = unsafe { self.base.add(off).cast::<usize>() };
+        if p.as_ptr().is_aligned() {
+            // SAFETY: aligned, inside the held block, with its provenance.
+            // Atomic, as every slab-layer access to a free pointer is, so it
+            // never races with a delayed fast-path `load_free_word`.
+            return Some(unsafe { AtomicUsize::from_ptr(p.as_ptr()).load(Ordering::Relaxed) });
+        }
+        // SAFETY: inside the held block; the read is unaligned-tolerant.
+        Some(unsafe { p.read_unaligned() })
     }
 
     /// Writes the word at `off`; returns `false` (and writes nothing) if out of bounds.
@@ -98,7 +106,14 @@ impl SlabMem {
             return false;
         }
         // SAFETY: as in `read_word`, and the block is valid for writes.
-        unsafe { self.base.add(off).cast::<usize>().write_unaligned(value) };
+        let p = unsafe { self.base.add(off).cast::<usize>() };
+        if p.as_ptr().is_aligned() {
+            // SAFETY: as in `read_word`.
+            unsafe { AtomicUsize::from_ptr(p.as_ptr()).store(value, Ordering::Relaxed) };
+        } else {
+            // SAFETY: inside the held block; the write is unaligned-tolerant.
+            unsafe { p.write_unaligned(value) };
+        }
         true
     }
 
@@ -166,4 +181,64 @@ impl SlabMem {
         }
         true
     }
+}
+
+/// Reads the free pointer at `base + off` atomically: the word a CPU
+/// freelist's fast-path pop reads before its compare-exchange
+/// (`get_freepointer_safe` in `mm/slub.c`). A misaligned address, which no
+/// slab layout produces, reads as a value above every offset (corrupt).
+///
+/// # The race this read accepts
+///
+/// A thread may read the first object of the freelist, be delayed, and read
+/// its free pointer after another thread popped that object and handed it
+/// out, while the new owner writes it; or after the slab was flushed and
+/// freed. The value read is then stale and the pop's compare-exchange fails,
+/// because the tid changed, so the value is never used. This is the race the
+/// kernel accepts on the same path. The load is atomic, so it cannot tear or
+/// be torn by the slab layer's own (atomic) free-pointer stores; but it can
+/// overlap a caller's plain write to its new object, which Rust's memory
+/// model counts as a data race. No lock-free pop of an intrusive freelist
+/// shared by threads avoids that overlap; SLUB's design, which this crate
+/// models, is built on it.
+///
+/// # Safety
+///
+/// `base + off` lies inside the direct map of the machine's memory and
+/// `base` carries its provenance: the direct map stays mapped and readable
+/// for as long as the slab allocator holds its page allocator, whoever owns
+/// the frame at the moment.
+#[inline]
+pub(crate) unsafe fn load_free_word(base: *mut u8, off: usize) -> usize {
+    // `wrapping_add` computes the address without claiming it is in bounds.
+    let p = base.wrapping_add(off).cast::<usize>();
+    if !p.is_aligned() {
+        return usize::MAX - 1;
+    }
+    // SAFETY: 1. `p` is aligned (checked) and inside the mapped direct map
+    // (the caller's promise), with its provenance; 2. every slab-layer
+    // access to a free pointer another thread may read concurrently is
+    // atomic (this load and `store_free_word`); the overlap with a caller's
+    // plain write is the race described above.
+    unsafe { AtomicUsize::from_ptr(p).load(Ordering::Relaxed) }
+}
+
+/// Writes the free pointer at `base + off` atomically (the fast-path push),
+/// so that it never races with `load_free_word` of a delayed pop. Does
+/// nothing at a misaligned address, which no slab layout produces.
+///
+/// # Safety
+///
+/// As [`load_free_word`], and the object holding the word belongs to the
+/// caller (it is being freed): no one else writes it.
+#[inline]
+pub(crate) unsafe fn store_free_word(base: *mut u8, off: usize, value: usize) {
+    let p = base.wrapping_add(off).cast::<usize>();
+    if !p.is_aligned() {
+        return;
+    }
+    // SAFETY: `p` is aligned and inside the mapped direct map with its
+    // provenance (the caller's promise); the object is the caller's, so the
+    // only concurrent access is a delayed pop's atomic `load_free_word`.
+    unsafe { AtomicUsize::from_ptr(p).store(value, Ordering::Relaxed) }
 }

@@ -1,8 +1,11 @@
 //! Threads on different CPUs: one allocates and fills, the other checks and
 //! frees (remote frees to slabs frozen on the first CPU), both ways at once.
+//! Threads sharing one CPU: their lockless pops and pushes race on the same
+//! CPU freelist while another thread keeps flushing it.
 
 mod common;
 
+use core::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
 
@@ -91,6 +94,72 @@ fn alloc_on_one_cpu_free_on_another() {
         .unwrap();
     assert_eq!(row.active_objs, 0);
     assert_eq!(m.slab.kmem_cache_shrink(&cache), Ok(true));
+    m.slab.shrink_all();
+    assert_eq!(m.slab.slab_pages(), 0);
+    assert_eq!(m.buddy_free(), free0);
+}
+
+#[test]
+fn threads_sharing_a_cpu_race_on_its_freelist() {
+    const THREADS: usize = 3;
+    const OPS: usize = 200_000;
+    let (m, cpus) = boot_host(2);
+    let free0 = m.buddy_free();
+    let cache = m
+        .slab
+        .kmem_cache_create("shared", 48, 0, SlabFlags::empty(), None)
+        .unwrap();
+    let done = AtomicBool::new(false);
+    thread::scope(|s| {
+        let (m, cpus, cache, done) = (&m, &cpus, &cache, &done);
+        // The flusher closes every CPU slot over and over (shrink, slabinfo),
+        // so the fast paths keep meeting a slot that changed under them.
+        s.spawn(move || {
+            let _bind = cpus.bind(1).unwrap();
+            while !done.load(Ordering::Relaxed) {
+                m.slab.kmem_cache_shrink(cache).unwrap();
+                assert!(m.slab.slabinfo().contains("shared"));
+                thread::yield_now();
+            }
+        });
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                s.spawn(move || {
+                    let _bind = cpus.bind(0).unwrap();
+                    let mut live: Vec<(SendPtr, usize)> = Vec::new();
+                    for i in 0..OPS {
+                        let seed = t * 10_000_000 + i;
+                        // Keep up to 64 live objects, freeing in a scrambled order.
+                        if live.len() < 64 && (i * 7 + t) % 3 != 0 {
+                            let p = SendPtr(m.slab.kmem_cache_alloc(cache, GFP_KERNEL).unwrap());
+                            fill(p, 48, seed);
+                            live.push((p, seed));
+                        } else if !live.is_empty() {
+                            let (p, seed) = live.swap_remove((i * 31) % live.len());
+                            assert!(verify(p, 48, seed), "object corrupted");
+                            m.slab.kmem_cache_free(cache, p.0).unwrap();
+                        }
+                    }
+                    live
+                })
+            })
+            .collect();
+        // Each worker's leftovers are freed by the next worker's thread, so
+        // frees of objects another thread allocated on the same CPU happen too.
+        let joined: Vec<_> = workers.into_iter().map(|w| w.join()).collect();
+        // Stop the flusher before a worker's panic is passed on.
+        done.store(true, Ordering::Relaxed);
+        for live in joined {
+            let live = live.unwrap_or_else(|e| std::panic::resume_unwind(e));
+            for (p, seed) in live {
+                assert!(verify(p, 48, seed), "object corrupted");
+                m.slab.kmem_cache_free(cache, p.0).unwrap();
+            }
+        }
+    });
+    m.slab.check_invariants().unwrap();
+    assert_eq!(m.slab.kmem_cache_shrink(&cache), Ok(true));
+    m.slab.kmem_cache_destroy(&cache).unwrap();
     m.slab.shrink_all();
     assert_eq!(m.slab.slab_pages(), 0);
     assert_eq!(m.buddy_free(), free0);
