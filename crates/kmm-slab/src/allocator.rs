@@ -450,8 +450,9 @@ impl SlabAllocator {
         {
             let mut guards: Vec<_> = c.cpu.iter().map(|s| s.close()).collect();
             let mut n = c.node.lock();
-            let cpu_free: usize = guards.iter().map(|g| self.cpu_free(c, g)).sum();
-            let live = n.total_objects.saturating_sub(n.free_objects + cpu_free);
+            let live = n
+                .total_objects
+                .saturating_sub(self.free_objects(c, &n, &guards));
             if live > 0 {
                 return Err(SlabError::LiveObjects {
                     cache: c.name.clone(),
@@ -881,6 +882,10 @@ impl SlabAllocator {
     /// Checks every cache: freelists are acyclic and hold only object starts,
     /// counts match the node counters, states match the lists and CPUs,
     /// frames are marked with their slab; and no internal error happened.
+    ///
+    /// Call it while no other thread frees objects: a free to a slab that
+    /// stays on its list takes no lock (`__slab_free`), so a concurrent one
+    /// can make a freelist and its count disagree for a moment.
     ///
     /// # Errors
     ///

@@ -6,8 +6,11 @@
 //! head and a transaction id packed in one word (`this_cpu_cmpxchg` of
 //! `freelist` and `tid`; see [`CpuSlot`]). The slow paths and the flushes
 //! close a CPU's slot first, which makes them its only user until they
-//! publish it again. Every slab's own freelist, state and the node partial
-//! list sit behind the cache's node lock (`list_lock`). The order is: close
+//! publish it again. A free to a slab that is not the CPU's pushes onto the
+//! slab's own freelist with one compare-exchange of its packed freelist and
+//! counters (`__slab_free`); the slab's state and the node partial list sit
+//! behind the cache's node lock (`list_lock`), which such a free takes first
+//! when it moves the slab between lists. The order is: close
 //! the CPU slot, then take the node lock. A slab is freed only under the node
 //! lock after it is unlinked from everything, and a frozen slab is unfrozen
 //! only by a thread holding its CPU slot closed, which is what keeps every
@@ -69,7 +72,8 @@ pub(crate) const GFP_SLAB_PASS: Gfp = Gfp::DIRECT_RECLAIM
     .union(Gfp::THISNODE);
 
 /// One slab's descriptor (`struct slab`). Fields are atomics read and written
-/// with relaxed ordering under the locks named in the module docs.
+/// with relaxed ordering under the locks named in the module docs, except
+/// `fc`, which frees change without a lock.
 #[derive(Debug, Default)]
 pub(crate) struct SlabMeta {
     /// Owning cache id + 1; 0 while the entry is unused.
@@ -79,10 +83,11 @@ pub(crate) struct SlabMeta {
     pub(crate) order: AtomicU32,
     pub(crate) objects: AtomicU32,
     pub(crate) state: AtomicU32,
-    /// Offset of the first object on the slab's own freelist, or `NIL`.
-    pub(crate) freelist: AtomicUsize,
-    /// Length of the slab's own freelist.
-    pub(crate) nr_free: AtomicU32,
+    /// The slab's own freelist and counters in one word (`freelist` and
+    /// `counters`, changed together as by `cmpxchg_double_slab`): the first
+    /// free object's offset, the list's length, and whether the slab is
+    /// frozen (some CPU's active slab). See [`fc_pack`].
+    pub(crate) fc: AtomicU64,
     /// Partial-list links; `next` also links free descriptor ids and discards.
     pub(crate) next: AtomicU32,
     pub(crate) prev: AtomicU32,
@@ -92,6 +97,50 @@ impl SlabMeta {
     fn len(&self) -> usize {
         PAGE_SIZE << self.order.load(Relaxed)
     }
+
+    /// `(freelist head, free objects, frozen)`.
+    #[inline]
+    pub(crate) fn fc(&self) -> (usize, u32, bool) {
+        fc_unpack(self.fc.load(Acquire))
+    }
+
+    /// The number of objects on the slab's own freelist.
+    pub(crate) fn nr_free(&self) -> u32 {
+        self.fc().1
+    }
+
+    /// Sets the whole word, for a caller no free can race with (a debug
+    /// cache under its node lock, a slab not yet handed out, a dead slab).
+    fn set_fc(&self, head: usize, nr_free: u32, frozen: bool) {
+        self.fc.store(fc_pack(head, nr_free, frozen), Release);
+    }
+
+    /// Takes the whole freelist, leaving it empty and frozen or not
+    /// (`get_freelist`, or freezing a partial slab); `(head, length)`.
+    fn take_fc(&self, frozen: bool) -> (usize, u32) {
+        let (head, nr, _) = fc_unpack(self.fc.swap(fc_pack(NIL, 0, frozen), AcqRel));
+        (head, nr)
+    }
+}
+
+/// The frozen bit of [`SlabMeta::fc`].
+const FC_FROZEN: u64 = 1 << 63;
+
+/// Packs a slab's freelist head (32 bits), free count (31 bits) and frozen bit.
+#[inline]
+pub(crate) fn fc_pack(head: usize, nr_free: u32, frozen: bool) -> u64 {
+    let frozen = if frozen { FC_FROZEN } else { 0 };
+    u64::from(head32(head)) | (u64::from(nr_free & 0x7fff_ffff) << 32) | frozen
+}
+
+/// `(head, free count, frozen)` of a packed slab word.
+#[inline]
+fn fc_unpack(fc: u64) -> (usize, u32, bool) {
+    (
+        head_off(fc as u32),
+        ((fc >> 32) as u32) & 0x7fff_ffff,
+        fc & FC_FROZEN != 0,
+    )
 }
 
 /// The free-list word of a [`CpuSlot`] when the slot is closed: a slow path
@@ -266,8 +315,6 @@ pub(crate) struct Node {
     pub(crate) nr_partial: usize,
     pub(crate) nr_slabs: usize,
     pub(crate) total_objects: usize,
-    /// Objects on the slabs' own freelists.
-    pub(crate) free_objects: usize,
     pub(crate) pages: usize,
 }
 
@@ -342,7 +389,6 @@ impl Cache {
                 nr_partial: 0,
                 nr_slabs: 0,
                 total_objects: 0,
-                free_objects: 0,
                 pages: 0,
             }),
         }
@@ -412,10 +458,11 @@ impl SlabAllocator {
         if meta.state.load(Relaxed) == S_DEAD {
             return None;
         }
-        // SAFETY: the slab is live (state checked under the node lock, which
-        // the caller holds and under which alone a slab dies), so its
-        // `PAGE_SIZE << order` bytes at `base` are held by the slab layer
-        // until after the caller drops the lock.
+        // SAFETY: the slab is live (state checked, and a slab dies only
+        // under the node lock), and it stays live while the value is used:
+        // the caller holds the node lock, or frees one of the slab's
+        // allocated objects, and a slab is discarded only when empty. So its
+        // `PAGE_SIZE << order` bytes at `base` are held by the slab layer.
         Some(unsafe { SlabMem::new(base, meta.len()) })
     }
 
@@ -600,32 +647,53 @@ impl SlabAllocator {
         };
         let meta = self.meta(id).ok_or(SlabError::ForeignPointer { addr })?;
         self.other_cache(cache, meta, addr)?;
+        // Debug caches check and free every object under the node lock;
+        // the others take it only when the slab changes lists.
+        let mut node = cache.debug.then(|| cache.node.lock());
+        let off = self.validate(cache, meta, addr)?;
+        let mem = Self::slab_mem(meta).ok_or(SlabError::ForeignPointer { addr })?;
+        let objects = meta.objects.load(Relaxed);
         let mut report = None;
-        let mut discard = NO_SLAB;
-        {
-            let mut n = cache.node.lock();
-            let off = self.validate(cache, meta, addr)?;
-            let mem = Self::slab_mem(meta).ok_or(SlabError::ForeignPointer { addr })?;
-            let head = meta.freelist.load(Relaxed);
-            if off == head || (cache.debug && self.on_freelist(cache, meta, &mem, off)) {
-                return Err(SlabError::DoubleFree {
-                    cache: cache.name.clone(),
-                    object: addr,
-                });
+        if cache.debug {
+            if self.on_freelist(cache, meta, &mem, off) {
+                return Err(cold::double_free(cache, addr));
             }
-            if cache.debug {
-                report = self
-                    .check_red_zones(cache, &mem, off, SLUB_RED_ACTIVE)
-                    .err();
-                self.init_object(cache, &mem, off, false);
-                self.store_user(cache, &mem, off, 1);
+            report = self
+                .check_red_zones(cache, &mem, off, SLUB_RED_ACTIVE)
+                .err();
+            self.init_object(cache, &mem, off, false);
+            self.store_user(cache, &mem, off, 1);
+        }
+        // `__slab_free`: push with one compare-exchange of the slab's
+        // freelist and counters; a slab that was full, or becomes empty,
+        // and is not frozen moves between lists, which needs the node lock,
+        // taken before the compare-exchange that makes the move.
+        let (nr_free, moves) = loop {
+            let fc = meta.fc.load(Acquire);
+            let (head, nr, frozen) = fc_unpack(fc);
+            if off == head {
+                return Err(cold::double_free(cache, addr));
+            }
+            let nr_free = nr + 1;
+            let moves = !frozen && (head == NIL || nr_free == objects);
+            if moves && node.is_none() {
+                node = Some(cache.node.lock());
+                continue;
             }
             mem.write_word(off + cache.layout.offset, head);
-            meta.freelist.store(off, Relaxed);
-            let nr_free = meta.nr_free.load(Relaxed) + 1;
-            meta.nr_free.store(nr_free, Relaxed);
-            n.free_objects += 1;
-            let empty = nr_free == meta.objects.load(Relaxed);
+            if meta
+                .fc
+                .compare_exchange(fc, fc_pack(off, nr_free, frozen), AcqRel, Relaxed)
+                .is_ok()
+            {
+                break (nr_free, moves);
+            }
+        };
+        let mut discard = NO_SLAB;
+        if let Some(mut n) = node
+            && moves
+        {
+            let empty = nr_free == objects;
             match meta.state.load(Relaxed) {
                 S_FULL => {
                     if empty && n.nr_partial >= cache.min_partial {
@@ -664,9 +732,7 @@ impl SlabAllocator {
         meta: &SlabMeta,
         addr: usize,
     ) -> SlabError {
-        n.free_objects -= meta.nr_free.load(Relaxed) as usize;
-        meta.nr_free.store(0, Relaxed);
-        meta.freelist.store(NIL, Relaxed);
+        meta.set_fc(NIL, 0, false);
         self.remove_partial(n, id);
         meta.state.store(S_FULL, Relaxed);
         SlabError::Corrupted {
@@ -677,7 +743,7 @@ impl SlabAllocator {
 
     /// `on_freelist`: whether `off` is on the slab's own freelist (bounded walk).
     fn on_freelist(&self, cache: &Cache, meta: &SlabMeta, mem: &SlabMem, off: usize) -> bool {
-        let mut cur = meta.freelist.load(Relaxed);
+        let mut cur = meta.fc().0;
         let last = cache.last_off(meta.objects.load(Relaxed) as usize);
         let mut steps = 0;
         while cur != NIL && cur <= last && steps <= meta.objects.load(Relaxed) {
@@ -823,13 +889,10 @@ impl SlabAllocator {
             if c.slab != NO_SLAB
                 && let Some(meta) = self.meta(c.slab)
             {
-                let remote = meta.freelist.load(Relaxed);
+                // `get_freelist`: take over the objects freed remotely.
+                let (remote, _) = meta.take_fc(true);
                 if remote != NIL {
-                    // `get_freelist`: take over the objects freed remotely.
                     c.freelist = remote;
-                    n.free_objects -= meta.nr_free.load(Relaxed) as usize;
-                    meta.freelist.store(NIL, Relaxed);
-                    meta.nr_free.store(0, Relaxed);
                 } else {
                     let d = self.deactivate(cache, &mut c, &mut n);
                     debug_assert_eq!(d, NO_SLAB);
@@ -850,7 +913,6 @@ impl SlabAllocator {
         {
             let mut n = cache.node.lock();
             Self::account_new(&mut n, meta);
-            n.free_objects += meta.nr_free.load(Relaxed) as usize;
             self.freeze(cache, &mut c, &mut n, id, cpu);
         }
         self.cpu_pop(cache, &mut c)?
@@ -867,17 +929,14 @@ impl SlabAllocator {
     }
 
     /// Makes partial slab `id` the CPU slab of `c`.
-    fn freeze(&self, cache: &Cache, c: &mut CpuSlab, n: &mut Node, id: u32, cpu: usize) {
+    fn freeze(&self, cache: &Cache, c: &mut CpuSlab, _locked: &mut Node, id: u32, cpu: usize) {
         let Some(meta) = self.meta(id) else { return };
         meta.state.store(frozen(cpu), Relaxed);
         c.slab = id;
         c.base = meta.base.load(Relaxed);
         c.len = meta.len();
         c.last = cache.last_off(meta.objects.load(Relaxed) as usize);
-        c.freelist = meta.freelist.load(Relaxed);
-        n.free_objects -= meta.nr_free.load(Relaxed) as usize;
-        meta.freelist.store(NIL, Relaxed);
-        meta.nr_free.store(0, Relaxed);
+        c.freelist = meta.take_fc(true).0;
     }
 
     /// `deactivate_slab`: gives the CPU slab back to the node; returns the
@@ -888,33 +947,44 @@ impl SlabAllocator {
             c.clear();
             return NO_SLAB;
         };
-        if c.freelist != NIL
-            && let Some(mem) = Self::cpu_mem(c)
-        {
-            // Walk to the tail of the CPU freelist (bounded), then splice.
-            let objects = meta.objects.load(Relaxed) as usize;
-            let mut cur = c.freelist;
-            let mut steps = 1usize;
+        // Walk to the tail of the CPU freelist (bounded).
+        let mem = Self::cpu_mem(c).filter(|_| c.freelist != NIL);
+        let mut tail = NIL;
+        let mut steps = 0u32;
+        if let Some(mem) = &mem {
+            let objects = meta.objects.load(Relaxed);
+            tail = c.freelist;
+            steps = 1;
             loop {
-                let next = mem.read_word(cur + cache.layout.offset).unwrap_or(NIL);
+                let next = mem.read_word(tail + cache.layout.offset).unwrap_or(NIL);
                 if next == NIL {
                     break;
                 }
                 if next > c.last || steps >= objects {
-                    mem.write_word(cur + cache.layout.offset, NIL);
+                    mem.write_word(tail + cache.layout.offset, NIL);
                     break;
                 }
-                cur = next;
+                tail = next;
                 steps += 1;
             }
-            mem.write_word(cur + cache.layout.offset, meta.freelist.load(Relaxed));
-            meta.freelist.store(c.freelist, Relaxed);
-            meta.nr_free
-                .store(meta.nr_free.load(Relaxed) + steps as u32, Relaxed);
-            n.free_objects += steps;
         }
+        // Splice it before the slab's own list and unfreeze, in one
+        // compare-exchange against concurrent remote frees.
+        let nr_free = loop {
+            let fc = meta.fc.load(Acquire);
+            let (head, nr, _) = fc_unpack(fc);
+            let new = match &mem {
+                Some(mem) => {
+                    mem.write_word(tail + cache.layout.offset, head);
+                    fc_pack(c.freelist, nr + steps, false)
+                }
+                None => fc_pack(head, nr, false),
+            };
+            if meta.fc.compare_exchange(fc, new, AcqRel, Relaxed).is_ok() {
+                break nr + steps;
+            }
+        };
         c.clear();
-        let nr_free = meta.nr_free.load(Relaxed);
         if nr_free == meta.objects.load(Relaxed) && n.nr_partial >= cache.min_partial {
             self.unlink_dead(cache, n, id, meta);
             return id;
@@ -933,11 +1003,9 @@ impl SlabAllocator {
         let objects = meta.objects.load(Relaxed) as usize;
         n.nr_slabs -= 1;
         n.total_objects -= objects;
-        n.free_objects -= meta.nr_free.load(Relaxed) as usize;
         n.pages -= 1 << meta.order.load(Relaxed);
         meta.state.store(S_DEAD, Relaxed);
-        meta.freelist.store(NIL, Relaxed);
-        meta.nr_free.store(0, Relaxed);
+        meta.set_fc(NIL, 0, false);
     }
 
     fn add_partial(&self, n: &mut Node, id: u32, tail: bool) {
@@ -1071,8 +1139,7 @@ impl SlabAllocator {
             let next = if k + 1 < objects { off + l.size } else { NIL };
             mem.write_word(off + l.offset, next);
         }
-        meta.freelist.store(l.red_left_pad, Relaxed);
-        meta.nr_free.store(objects as u32, Relaxed);
+        meta.set_fc(l.red_left_pad, objects as u32, false);
         Ok(id)
     }
 
@@ -1134,7 +1201,7 @@ impl SlabAllocator {
             while id != NO_SLAB && steps < bound {
                 let Some(m) = self.meta(id) else { break };
                 let next = m.next.load(Relaxed);
-                if m.nr_free.load(Relaxed) == m.objects.load(Relaxed) {
+                if m.nr_free() == m.objects.load(Relaxed) {
                     self.remove_partial(&mut n, id);
                     self.unlink_dead(cache, &mut n, id, m);
                     push(self, id);
@@ -1153,9 +1220,30 @@ impl SlabAllocator {
     pub(crate) fn cache_counts(&self, cache: &Cache) -> (usize, usize, usize, usize) {
         let guards: alloc::vec::Vec<_> = cache.cpu.iter().map(|s| s.close()).collect();
         let n = cache.node.lock();
-        let cpu_free: usize = guards.iter().map(|c| self.cpu_free(cache, c)).sum();
-        let live = n.total_objects.saturating_sub(n.free_objects + cpu_free);
+        let free = self.free_objects(cache, &n, &guards);
+        let live = n.total_objects.saturating_sub(free);
         (live, n.total_objects, n.nr_slabs, n.pages)
+    }
+
+    /// The free objects of a cache whose CPU slots the caller holds closed,
+    /// with its node lock held: the CPU freelists, the frozen slabs' own
+    /// lists, and the partial slabs (`count_partial`); full slabs have none.
+    /// Frees to partial slabs take no lock, so under concurrent frees the
+    /// count is a moment's snapshot, as Linux's is.
+    pub(crate) fn free_objects(&self, cache: &Cache, n: &Node, cpus: &[CpuGuard<'_>]) -> usize {
+        let mut free = 0usize;
+        for c in cpus {
+            free += self.cpu_free(cache, c);
+            if let Some(meta) = self.meta(c.slab) {
+                free += meta.nr_free() as usize;
+            }
+        }
+        self.partial_ids(n, |id| {
+            if let Some(meta) = self.meta(id) {
+                free += meta.nr_free() as usize;
+            }
+        });
+        free
     }
 
     /// The length of a closed slot's freelist (a walk bounded by the slab's
@@ -1190,7 +1278,7 @@ impl SlabAllocator {
                 if let Some(meta) = self.meta(id)
                     && let Some(mem) = Self::slab_mem(meta)
                 {
-                    let off = meta.freelist.load(Relaxed);
+                    let (off, nr, _) = meta.fc();
                     let addr = Cache::addr_of(&mem, off);
                     let last = cache.last_off(meta.objects.load(Relaxed) as usize);
                     if off == NIL || !cache.is_object_start(off, last) {
@@ -1206,10 +1294,8 @@ impl SlabAllocator {
                     if next != NIL && !cache.is_object_start(next, last) {
                         return Err(self.drop_corrupt_freelist(cache, &mut n, id, meta, addr));
                     }
-                    meta.freelist.store(next, Relaxed);
-                    let nr_free = meta.nr_free.load(Relaxed) - 1;
-                    meta.nr_free.store(nr_free, Relaxed);
-                    n.free_objects -= 1;
+                    let nr_free = nr - 1;
+                    meta.set_fc(next, nr_free, false);
                     if nr_free == 0 {
                         self.remove_partial(&mut n, id);
                         meta.state.store(S_FULL, Relaxed);
@@ -1226,7 +1312,6 @@ impl SlabAllocator {
             let mut n = cache.node.lock();
             if let Some(meta) = self.meta(id) {
                 Self::account_new(&mut n, meta);
-                n.free_objects += meta.nr_free.load(Relaxed) as usize;
                 meta.state.store(S_PARTIAL, Relaxed);
                 self.add_partial(&mut n, id, false);
             }
@@ -1405,6 +1490,7 @@ impl SlabAllocator {
         let mut slabs = 0usize;
         let mut objects = 0usize;
         let mut free = 0usize;
+        let mut cpu_listed = 0usize;
         let mut pages = 0usize;
         let mut partial = 0usize;
         for (id, meta) in self.slabs.iter() {
@@ -1429,11 +1515,16 @@ impl SlabAllocator {
                 ));
             }
             let last = cache.last_off(objs);
-            let own = walk(&mem, meta.freelist.load(Relaxed), last, "slab freelist")?;
-            if own != meta.nr_free.load(Relaxed) as usize {
+            let (head, nr_free, frozen_bit) = meta.fc();
+            let own = walk(&mem, head, last, "slab freelist")?;
+            if own != nr_free as usize {
                 return Err(format!(
-                    "{name}: slab {id} freelist has {own}, counted {}",
-                    meta.nr_free.load(Relaxed)
+                    "{name}: slab {id} freelist has {own}, counted {nr_free}"
+                ));
+            }
+            if frozen_bit != (state >= S_FROZEN) {
+                return Err(format!(
+                    "{name}: slab {id} in state {state} has frozen bit {frozen_bit}"
                 ));
             }
             free += own;
@@ -1473,6 +1564,7 @@ impl SlabAllocator {
                         ));
                     }
                     let count = walk(&mem, c.freelist, last, "cpu freelist")?;
+                    cpu_listed += count;
                     if own + count > objs {
                         return Err(format!(
                             "{name}: slab {id} has more free objects than objects"
@@ -1501,11 +1593,18 @@ impl SlabAllocator {
                 n.nr_partial
             ));
         }
-        if (slabs, objects, free, pages) != (n.nr_slabs, n.total_objects, n.free_objects, n.pages) {
+        if (slabs, objects, pages) != (n.nr_slabs, n.total_objects, n.pages) {
             return Err(format!(
-                "{name}: counted slabs/objects/free/pages {:?}, node says {:?}",
-                (slabs, objects, free, pages),
-                (n.nr_slabs, n.total_objects, n.free_objects, n.pages)
+                "{name}: counted slabs/objects/pages {:?}, node says {:?}",
+                (slabs, objects, pages),
+                (n.nr_slabs, n.total_objects, n.pages)
+            ));
+        }
+        let counted = self.free_objects(cache, &n, &guards);
+        if counted != free + cpu_listed {
+            return Err(format!(
+                "{name}: {} free objects on the lists, {counted} counted",
+                free + cpu_listed
             ));
         }
         for (cpu, c) in guards.iter().enumerate() {
