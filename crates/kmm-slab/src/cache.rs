@@ -128,7 +128,7 @@ const FC_FROZEN: u64 = 1 << 63;
 
 /// Packs a slab's freelist head (32 bits), free count (31 bits) and frozen bit.
 #[inline]
-pub(crate) fn fc_pack(head: usize, nr_free: u32, frozen: bool) -> u64 {
+fn fc_pack(head: usize, nr_free: u32, frozen: bool) -> u64 {
     let frozen = if frozen { FC_FROZEN } else { 0 };
     u64::from(head32(head)) | (u64::from(nr_free & 0x7fff_ffff) << 32) | frozen
 }
@@ -947,27 +947,17 @@ impl SlabAllocator {
             c.clear();
             return NO_SLAB;
         };
-        // Walk to the tail of the CPU freelist (bounded).
         let mem = Self::cpu_mem(c).filter(|_| c.freelist != NIL);
-        let mut tail = NIL;
-        let mut steps = 0u32;
-        if let Some(mem) = &mem {
-            let objects = meta.objects.load(Relaxed);
-            tail = c.freelist;
-            steps = 1;
-            loop {
-                let next = mem.read_word(tail + cache.layout.offset).unwrap_or(NIL);
-                if next == NIL {
-                    break;
-                }
-                if next > c.last || steps >= objects {
+        let (tail, steps) = match &mem {
+            Some(mem) => {
+                let (tail, steps, cut) = Self::cpu_list_end(cache, c, mem);
+                if cut {
                     mem.write_word(tail + cache.layout.offset, NIL);
-                    break;
                 }
-                tail = next;
-                steps += 1;
+                (tail, steps)
             }
-        }
+            None => (NIL, 0),
+        };
         // Splice it before the slab's own list and unfreeze, in one
         // compare-exchange against concurrent remote frees.
         let nr_free = loop {
@@ -1246,20 +1236,33 @@ impl SlabAllocator {
         free
     }
 
-    /// The length of a closed slot's freelist (a walk bounded by the slab's
-    /// objects; the fast paths keep no count).
+    /// The length of a closed slot's freelist (the fast paths keep no count).
     pub(crate) fn cpu_free(&self, cache: &Cache, c: &CpuSlab) -> usize {
-        let Some(mem) = Self::cpu_mem(c) else {
-            return 0;
-        };
-        let bound = c.len / cache.layout.size;
-        let mut cur = c.freelist;
-        let mut count = 0;
-        while cur != NIL && cur <= c.last && count < bound {
-            count += 1;
-            cur = mem.read_word(cur + cache.layout.offset).unwrap_or(NIL);
+        match Self::cpu_mem(c).filter(|_| c.freelist != NIL) {
+            Some(mem) => Self::cpu_list_end(cache, c, &mem).1 as usize,
+            None => 0,
         }
-        count
+    }
+
+    /// The last object of a closed slot's non-empty freelist and the list's
+    /// length: a walk of at most a slab's objects that stops early at a free
+    /// pointer leaving the objects (overwritten after a free). `cut` says
+    /// the walk stopped with the tail's free pointer not `NIL`.
+    fn cpu_list_end(cache: &Cache, c: &CpuSlab, mem: &SlabMem) -> (usize, u32, bool) {
+        let bound = c.len / cache.layout.size;
+        let mut tail = c.freelist;
+        let mut steps = 1usize;
+        loop {
+            let next = mem.read_word(tail + cache.layout.offset).unwrap_or(NIL);
+            if next == NIL {
+                return (tail, steps as u32, false);
+            }
+            if next > c.last || steps >= bound {
+                return (tail, steps as u32, true);
+            }
+            tail = next;
+            steps += 1;
+        }
     }
 
     /// `alloc_single_from_partial` / `alloc_single_from_new_slab`: the debug

@@ -87,13 +87,11 @@ impl SlabMem {
             return None;
         }
         // SAFETY: `off + 8 <= len`, so the word is inside the block, which is
-        // valid for reads while held (`new`'s contract).
+        // valid for reads and writes while held (`new`'s contract).
         let p = unsafe { self.base.add(off).cast::<usize>() };
-        if p.as_ptr().is_aligned() {
-            // SAFETY: aligned, inside the held block, with its provenance.
-            // Atomic, as every slab-layer access to a free pointer is, so it
-            // never races with a delayed fast-path `load_free_word`.
-            return Some(unsafe { AtomicUsize::from_ptr(p.as_ptr()).load(Ordering::Relaxed) });
+        // SAFETY: as just said, with the block's provenance.
+        if let Some(word) = unsafe { atomic_word(p.as_ptr()) } {
+            return Some(word.load(Ordering::Relaxed));
         }
         // SAFETY: inside the held block; the read is unaligned-tolerant.
         Some(unsafe { p.read_unaligned() })
@@ -107,9 +105,9 @@ impl SlabMem {
         }
         // SAFETY: as in `read_word`, and the block is valid for writes.
         let p = unsafe { self.base.add(off).cast::<usize>() };
-        if p.as_ptr().is_aligned() {
-            // SAFETY: as in `read_word`.
-            unsafe { AtomicUsize::from_ptr(p.as_ptr()).store(value, Ordering::Relaxed) };
+        // SAFETY: as in `read_word`.
+        if let Some(word) = unsafe { atomic_word(p.as_ptr()) } {
+            word.store(value, Ordering::Relaxed);
         } else {
             // SAFETY: inside the held block; the write is unaligned-tolerant.
             unsafe { p.write_unaligned(value) };
@@ -212,15 +210,13 @@ impl SlabMem {
 pub(crate) unsafe fn load_free_word(base: *mut u8, off: usize) -> usize {
     // `wrapping_add` computes the address without claiming it is in bounds.
     let p = base.wrapping_add(off).cast::<usize>();
-    if !p.is_aligned() {
-        return usize::MAX - 1;
+    // SAFETY: `p` is inside the mapped direct map (the caller's promise),
+    // with its provenance; the overlap with a caller's plain write is the
+    // race described above.
+    match unsafe { atomic_word(p) } {
+        Some(word) => word.load(Ordering::Relaxed),
+        None => usize::MAX - 1,
     }
-    // SAFETY: 1. `p` is aligned (checked) and inside the mapped direct map
-    // (the caller's promise), with its provenance; 2. every slab-layer
-    // access to a free pointer another thread may read concurrently is
-    // atomic (this load and `store_free_word`); the overlap with a caller's
-    // plain write is the race described above.
-    unsafe { AtomicUsize::from_ptr(p).load(Ordering::Relaxed) }
 }
 
 /// Writes the free pointer at `base + off` atomically (the fast-path push),
@@ -234,11 +230,28 @@ pub(crate) unsafe fn load_free_word(base: *mut u8, off: usize) -> usize {
 #[inline]
 pub(crate) unsafe fn store_free_word(base: *mut u8, off: usize, value: usize) {
     let p = base.wrapping_add(off).cast::<usize>();
-    if !p.is_aligned() {
-        return;
+    // SAFETY: `p` is inside the mapped direct map with its provenance (the
+    // caller's promise); the object is the caller's, so the only concurrent
+    // access is a delayed pop's atomic `load_free_word`.
+    if let Some(word) = unsafe { atomic_word(p) } {
+        word.store(value, Ordering::Relaxed);
     }
-    // SAFETY: `p` is aligned and inside the mapped direct map with its
-    // provenance (the caller's promise); the object is the caller's, so the
-    // only concurrent access is a delayed pop's atomic `load_free_word`.
-    unsafe { AtomicUsize::from_ptr(p).store(value, Ordering::Relaxed) }
+}
+
+/// The word at `p` as an atomic, `None` if `p` is misaligned. Every
+/// slab-layer access to a free pointer goes through here, so accesses that
+/// another thread may make at the same moment are all atomic.
+///
+/// # Safety
+///
+/// `p` is valid for reads and writes of a word and carries the provenance
+/// of the memory around it, for as long as the returned reference is used.
+#[inline]
+unsafe fn atomic_word<'a>(p: *mut usize) -> Option<&'a AtomicUsize> {
+    if !p.is_aligned() {
+        return None;
+    }
+    // SAFETY: aligned (checked) and valid for reads and writes (the
+    // caller's promise); concurrent accesses by the slab layer are atomic.
+    Some(unsafe { AtomicUsize::from_ptr(p) })
 }
