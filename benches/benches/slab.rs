@@ -1,6 +1,8 @@
 //! Slab benches: the `kmem_cache` fast path against a bare `Vec` push/pop,
 //! kmalloc pairs across sizes against the system allocator, and the fast
-//! path on 1 and 2 threads.
+//! path on 1 and 2 threads. kmm runs two ways: on a CPU the thread may share
+//! (`HostCpus::bind`, compare-exchange fast paths) and on a CPU it holds
+//! alone (`HostCpus::bind_exclusive`, plain loads and stores).
 
 #![expect(
     unsafe_code,
@@ -49,21 +51,34 @@ fn cache_pair(c: &mut Criterion) {
             v.pop().unwrap_or_default()
         })
     });
-    let (_cpus, slab) = machine(1);
+    let (cpus, slab) = machine(2);
     let cache = slab
         .kmem_cache_create("bench-64", 64, 0, SlabFlags::empty(), None)
         .unwrap();
-    g.bench_function("kmem_cache", |b| {
-        b.iter(|| {
-            let p = slab.kmem_cache_alloc(&cache, GFP_KERNEL).unwrap();
-            slab.kmem_cache_free(&cache, black_box(p)).unwrap();
-        })
-    });
+    for exclusive in [false, true] {
+        let _bound = if exclusive {
+            cpus.bind_exclusive(1)
+        } else {
+            cpus.bind(1)
+        }
+        .unwrap();
+        let name = if exclusive {
+            "kmem_cache_exclusive"
+        } else {
+            "kmem_cache"
+        };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let p = slab.kmem_cache_alloc(&cache, GFP_KERNEL).unwrap();
+                slab.kmem_cache_free(&cache, black_box(p)).unwrap();
+            })
+        });
+    }
     g.finish();
 }
 
 fn kmalloc_sizes(c: &mut Criterion) {
-    let (_cpus, slab) = machine(1);
+    let (cpus, slab) = machine(2);
     for size in [8usize, 64, 100, 512, 2048, 8192] {
         let mut g = c.benchmark_group(format!("kmalloc/size_{size}"));
         g.bench_function("system", |b| {
@@ -80,20 +95,33 @@ fn kmalloc_sizes(c: &mut Criterion) {
                 }
             })
         });
-        g.bench_function("kmalloc", |b| {
-            b.iter(|| {
-                let p = slab.kmalloc(black_box(size), GFP_KERNEL).unwrap();
-                slab.kfree(Some(black_box(p))).unwrap();
-            })
-        });
+        for exclusive in [false, true] {
+            let _bound = if exclusive {
+                cpus.bind_exclusive(1)
+            } else {
+                cpus.bind(1)
+            }
+            .unwrap();
+            let name = if exclusive {
+                "kmalloc_exclusive"
+            } else {
+                "kmalloc"
+            };
+            g.bench_function(name, |b| {
+                b.iter(|| {
+                    let p = slab.kmalloc(black_box(size), GFP_KERNEL).unwrap();
+                    slab.kfree(Some(black_box(p))).unwrap();
+                })
+            });
+        }
         g.finish();
     }
 }
 
-/// `iters` cache pairs on each of `threads` threads bound to their own CPU;
-/// the time until all are done.
+/// `iters` cache pairs on each of `threads` threads, each holding its own
+/// CPU alone (CPUs 1 and up); the time until all are done.
 fn threaded_pairs(threads: usize, iters: u64) -> Duration {
-    let (cpus, slab) = machine(threads);
+    let (cpus, slab) = machine(threads + 1);
     let slab = Arc::new(slab);
     let cache = slab
         .kmem_cache_create("bench-threads", 64, 0, SlabFlags::empty(), None)
@@ -104,7 +132,7 @@ fn threaded_pairs(threads: usize, iters: u64) -> Duration {
             let (cpus, slab, cache, start) =
                 (cpus.clone(), slab.clone(), cache.clone(), start.clone());
             std::thread::spawn(move || {
-                let _bound = cpus.bind(cpu).unwrap();
+                let _bound = cpus.bind_exclusive(cpu + 1).unwrap();
                 start.wait();
                 for _ in 0..iters {
                     let p = slab.kmem_cache_alloc(&cache, GFP_KERNEL).unwrap();

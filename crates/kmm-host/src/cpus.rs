@@ -2,15 +2,35 @@
 
 use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
 
 use kmm_percpu::CpuContext;
+use rustix::thread::{MembarrierCommand, membarrier};
 
 use crate::HostError;
 
 /// Tells machines apart in the thread-local state, so that one thread can run
 /// on several `HostCpus` at once without mixing them up.
 static NEXT_MACHINE: AtomicU64 = AtomicU64::new(0);
+
+/// The process's registration for private expedited `membarrier`, made by
+/// the first exclusive binding (`Err` holds the errno if the host refused).
+static MEMBARRIER: OnceLock<Result<(), rustix::io::Errno>> = OnceLock::new();
+
+/// `HostCpus::users` of a CPU that a thread holds exclusively.
+const EXCLUSIVE: usize = usize::MAX;
+
+/// Set in `LAST_CPU`'s CPU number when the thread holds that CPU exclusively.
+const EXCL_BIT: usize = 1 << (usize::BITS - 1);
+
+/// What a thread's entry counts in `HostCpus::users` for its CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Claim {
+    None,
+    Shared,
+    Exclusive,
+}
 
 /// What one thread knows about itself on one machine. An entry exists only
 /// while the thread is bound or has preemption disabled.
@@ -20,14 +40,27 @@ struct ThreadCpu {
     cpu: usize,
     bound: bool,
     preempt: usize,
+    claim: Claim,
+}
+
+impl ThreadCpu {
+    /// The CPU as `LAST_CPU` mirrors it: with `EXCL_BIT` if held exclusively.
+    fn mirror(&self) -> usize {
+        if self.claim == Claim::Exclusive {
+            self.cpu | EXCL_BIT
+        } else {
+            self.cpu
+        }
+    }
 }
 
 thread_local! {
     static THREAD_CPUS: RefCell<Vec<ThreadCpu>> = const { RefCell::new(Vec::new()) };
-    /// `(machine + 1, cpu)` of one entry of `THREAD_CPUS`, kept equal to it,
-    /// so that `current_cpu` (on every allocation) is one thread-local read
-    /// for the machine a thread uses; `(0, 0)` exactly when `THREAD_CPUS` is
-    /// empty, so that a thread bound nowhere (CPU 0) needs no search either.
+    /// `(machine + 1, cpu)` of one entry of `THREAD_CPUS`, kept equal to it
+    /// (the CPU with `EXCL_BIT` when held exclusively), so that `current_cpu`
+    /// (on every allocation) is one thread-local read for the machine a
+    /// thread uses; `(0, 0)` exactly when `THREAD_CPUS` is empty, so that a
+    /// thread bound nowhere (CPU 0) needs no search either.
     static LAST_CPU: Cell<(u64, usize)> = const { Cell::new((0, 0)) };
 }
 
@@ -45,10 +78,26 @@ thread_local! {
 /// thread bound to the same CPU waits for the slot instead of running
 /// alongside, as a task scheduled on a CPU whose current task has preemption
 /// disabled would.
+///
+/// # Exclusive CPUs
+///
+/// [`HostCpus::bind_exclusive`] gives a thread a CPU no other thread runs
+/// as, the way a kernel CPU runs one task at a time, so per-CPU fast paths
+/// (the slab layer's) can skip bus-locked instructions for it
+/// ([`CpuContext::current_cpu_exclusive`]). A thread that must reach into
+/// an exclusive CPU's data calls [`CpuContext::remote_fence`], which is
+/// Linux's `membarrier` (private expedited) while any exclusive binding
+/// exists: the stand-in for the interrupt a kernel would send. CPU 0 cannot
+/// be held exclusively, since every unbound thread runs as CPU 0.
 #[derive(Debug)]
 pub struct HostCpus {
     nr_cpus: usize,
     machine: u64,
+    /// Per CPU: how many threads are bound to it (or have preemption
+    /// disabled while bound to it), or `EXCLUSIVE`.
+    users: Box<[AtomicUsize]>,
+    /// How many CPUs are held exclusively.
+    exclusive: AtomicUsize,
 }
 
 impl HostCpus {
@@ -56,9 +105,12 @@ impl HostCpus {
     ///
     /// A machine always has its boot CPU, so `nr_cpus == 0` is taken as 1.
     pub fn new(nr_cpus: usize) -> HostCpus {
+        let nr_cpus = nr_cpus.max(1);
         HostCpus {
-            nr_cpus: nr_cpus.max(1),
+            nr_cpus,
             machine: NEXT_MACHINE.fetch_add(1, Ordering::Relaxed),
+            users: (0..nr_cpus).map(|_| AtomicUsize::new(0)).collect(),
+            exclusive: AtomicUsize::new(0),
         }
     }
 
@@ -70,10 +122,40 @@ impl HostCpus {
     /// [`HostError::CpuOutOfRange`] if `cpu >= nr_cpus`,
     /// [`HostError::AlreadyBound`] if the thread is bound on this machine
     /// (drop that binding first), [`HostError::PreemptDisabled`] while the
-    /// thread has preemption disabled, and [`HostError::ThreadExiting`] while
-    /// the thread's locals are being destroyed. The thread's CPU is unchanged
-    /// after any of them.
+    /// thread has preemption disabled, [`HostError::CpuBusy`] while another
+    /// thread holds `cpu` exclusively, and [`HostError::ThreadExiting`]
+    /// while the thread's locals are being destroyed. The thread's CPU is
+    /// unchanged after any of them.
     pub fn bind(&self, cpu: usize) -> Result<CpuBinding<'_>, HostError> {
+        self.bind_as(cpu, Claim::Shared)
+    }
+
+    /// Binds the calling thread to `cpu` and no other thread, until the
+    /// returned binding drops: while it lasts, no other thread can bind to
+    /// `cpu`, and [`CpuContext::current_cpu_exclusive`] says so to the
+    /// per-CPU fast paths. The first exclusive binding of the process
+    /// registers it for `membarrier`.
+    ///
+    /// A binding that is forgotten (`mem::forget`) keeps its CPU claimed for
+    /// the machine's life.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`HostCpus::bind`]; [`HostError::CpuBusy`] also when another
+    /// thread is bound to `cpu`, and always for CPU 0 (where the unbound
+    /// threads run); [`HostError::Io`] if the host refuses `membarrier`.
+    /// Nothing changes after any of them.
+    pub fn bind_exclusive(&self, cpu: usize) -> Result<CpuBinding<'_>, HostError> {
+        if cpu < self.nr_cpus {
+            MEMBARRIER
+                .get_or_init(|| membarrier(MembarrierCommand::RegisterPrivateExpedited))
+                .map_err(HostError::io("membarrier"))?;
+        }
+        self.bind_as(cpu, Claim::Exclusive)
+    }
+
+    /// [`HostCpus::bind`] with the claim to make on the CPU.
+    fn bind_as(&self, cpu: usize, claim: Claim) -> Result<CpuBinding<'_>, HostError> {
         if cpu >= self.nr_cpus {
             return Err(HostError::CpuOutOfRange {
                 cpu,
@@ -90,16 +172,62 @@ impl HostCpus {
                     count: entry.preempt,
                 });
             }
+            self.claim(cpu, claim)?;
             entry.cpu = cpu;
             entry.bound = true;
+            entry.claim = claim;
             Ok(())
         })
         .unwrap_or(Err(HostError::ThreadExiting))?;
         Ok(CpuBinding {
             cpus: self,
             cpu,
+            exclusive: claim == Claim::Exclusive,
             _not_send: PhantomData,
         })
+    }
+
+    /// Counts the caller in `users[cpu]`.
+    fn claim(&self, cpu: usize, claim: Claim) -> Result<(), HostError> {
+        let users = &self.users[cpu];
+        let busy = HostError::CpuBusy { cpu };
+        match claim {
+            Claim::None => Ok(()),
+            Claim::Shared => users
+                .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| {
+                    (n != EXCLUSIVE).then(|| n + 1)
+                })
+                .map(drop)
+                .map_err(|_| busy),
+            Claim::Exclusive => {
+                if cpu == 0 {
+                    return Err(busy);
+                }
+                users
+                    .compare_exchange(0, EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed)
+                    .map_err(|_| busy)?;
+                // The owner's half of the handshake with `remote_fence`: a
+                // remote thread either sees the count or its own stores are
+                // seen by every fast-path load the owner makes after this.
+                self.exclusive.fetch_add(1, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                Ok(())
+            }
+        }
+    }
+
+    /// Undoes [`HostCpus::claim`] when a thread leaves `cpu`.
+    fn release(&self, cpu: usize, claim: Claim) {
+        match claim {
+            Claim::None => {}
+            Claim::Shared => {
+                self.users[cpu].fetch_sub(1, Ordering::Release);
+            }
+            Claim::Exclusive => {
+                self.exclusive.fetch_sub(1, Ordering::SeqCst);
+                self.users[cpu].store(0, Ordering::Release);
+            }
+        }
     }
 
     /// The CPU the calling thread is bound to on this machine, if any.
@@ -142,6 +270,7 @@ impl HostCpus {
                             cpu: 0,
                             bound: false,
                             preempt: 0,
+                            claim: Claim::None,
                         };
                         cpus.push(fresh);
                         cpus.len() - 1
@@ -151,14 +280,16 @@ impl HostCpus {
                 let key = self.machine + 1;
                 let mirrored = LAST_CPU.with(|last| last.get().0);
                 if !cpus[i].bound && cpus[i].preempt == 0 {
-                    cpus.swap_remove(i);
+                    // The thread leaves its CPU.
+                    let gone = cpus.swap_remove(i);
+                    self.release(gone.cpu, gone.claim);
                     if mirrored == key {
                         // Mirror another entry, or none when none is left.
-                        let next = cpus.first().map_or((0, 0), |e| (e.machine + 1, e.cpu));
+                        let next = cpus.first().map_or((0, 0), |e| (e.machine + 1, e.mirror()));
                         LAST_CPU.with(|last| last.set(next));
                     }
                 } else if mirrored == key || mirrored == 0 {
-                    LAST_CPU.with(|last| last.set((key, cpus[i].cpu)));
+                    LAST_CPU.with(|last| last.set((key, cpus[i].mirror())));
                 }
                 result
             })
@@ -173,14 +304,37 @@ impl CpuContext for HostCpus {
 
     #[inline]
     fn current_cpu(&self) -> usize {
+        self.current_cpu_exclusive().0
+    }
+
+    #[inline]
+    fn current_cpu_exclusive(&self) -> (usize, bool) {
         let (key, cpu) = LAST_CPU.with(Cell::get);
         if key == self.machine + 1 {
-            return cpu;
+            return (cpu & !EXCL_BIT, cpu & EXCL_BIT != 0);
         }
         if key == 0 {
-            return 0;
+            return (0, false);
         }
-        self.read().map_or(0, |entry| entry.cpu)
+        self.read()
+            .map_or((0, false), |e| (e.cpu, e.claim == Claim::Exclusive))
+    }
+
+    /// A full fence, and `membarrier` while any CPU is held exclusively, so
+    /// that it also acts as a fence in every exclusive owner.
+    fn remote_fence(&self) {
+        fence(Ordering::SeqCst);
+        if self.exclusive.load(Ordering::SeqCst) != 0 {
+            // The process registered at its first exclusive binding, so the
+            // private expedited command is available; the global one (slower,
+            // needing no registration) is the fallback if the host disagrees.
+            let done = membarrier(MembarrierCommand::PrivateExpedited)
+                .or_else(|_| membarrier(MembarrierCommand::Global));
+            assert!(
+                done.is_ok(),
+                "membarrier failed after registering: {done:?}"
+            );
+        }
     }
 
     fn preempt_disable(&self) {
@@ -204,6 +358,7 @@ impl CpuContext for HostCpus {
 pub struct CpuBinding<'a> {
     cpus: &'a HostCpus,
     cpu: usize,
+    exclusive: bool,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -211,6 +366,12 @@ impl CpuBinding<'_> {
     /// The CPU the thread is bound to.
     pub fn cpu(&self) -> usize {
         self.cpu
+    }
+
+    /// Whether no other thread may run as this CPU (from
+    /// [`HostCpus::bind_exclusive`]).
+    pub fn is_exclusive(&self) -> bool {
+        self.exclusive
     }
 }
 

@@ -65,6 +65,14 @@ pub enum HostError {
         /// The thread's preemption counter.
         count: usize,
     },
+    /// Another thread runs as this CPU, so it cannot be held exclusively, or
+    /// a thread holds it exclusively, so no other can bind to it. CPU 0 is
+    /// never exclusive: every unbound thread runs as CPU 0.
+    #[error("cpu {cpu} is in use by another thread")]
+    CpuBusy {
+        /// The CPU asked for.
+        cpu: usize,
+    },
     /// The thread is exiting and its thread-local CPU state is gone.
     #[error("the thread is exiting and can no longer bind to a cpu")]
     ThreadExiting,

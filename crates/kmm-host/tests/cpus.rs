@@ -177,3 +177,90 @@ fn one_thread_on_several_machines_keeps_each_cpu() {
         check(m, 0, None, 0);
     }
 }
+
+#[test]
+fn an_exclusive_cpu_belongs_to_one_thread() {
+    let cpus = HostCpus::new(3);
+    let mine = cpus.bind_exclusive(1).unwrap();
+    assert!(mine.is_exclusive());
+    assert_eq!(cpus.current_cpu_exclusive(), (1, true));
+    check(&cpus, 1, Some(1), 0);
+    // The remote side of the handshake works while an owner exists.
+    cpus.remote_fence();
+    thread::scope(|s| {
+        s.spawn(|| {
+            assert!(matches!(cpus.bind(1), Err(HostError::CpuBusy { cpu: 1 })));
+            assert!(matches!(
+                cpus.bind_exclusive(1),
+                Err(HostError::CpuBusy { cpu: 1 })
+            ));
+            // A refused bind leaves the thread where it was.
+            assert_eq!(cpus.current_cpu_exclusive(), (0, false));
+            // A shared binding elsewhere blocks an exclusive one there.
+            let _on = cpus.bind(2).unwrap();
+            assert_eq!(cpus.current_cpu_exclusive(), (2, false));
+        });
+    });
+    drop(mine);
+    assert_eq!(cpus.current_cpu_exclusive(), (0, false));
+    thread::scope(|s| {
+        s.spawn(|| {
+            let other = cpus.bind_exclusive(1).unwrap();
+            assert_eq!(cpus.current_cpu_exclusive(), (1, true));
+            drop(other);
+            assert_eq!(cpus.current_cpu_exclusive(), (0, false));
+        });
+    });
+}
+
+#[test]
+fn exclusive_bindings_are_refused_where_others_run() {
+    let cpus = HostCpus::new(2);
+    // CPU 0 always has the unbound threads.
+    assert!(matches!(
+        cpus.bind_exclusive(0),
+        Err(HostError::CpuBusy { cpu: 0 })
+    ));
+    assert!(matches!(
+        cpus.bind_exclusive(2),
+        Err(HostError::CpuOutOfRange { cpu: 2, nr_cpus: 2 })
+    ));
+    check(&cpus, 0, None, 0);
+    let bound = Barrier::new(2);
+    let done = Barrier::new(2);
+    thread::scope(|s| {
+        s.spawn(|| {
+            let _on = cpus.bind(1).unwrap();
+            bound.wait();
+            done.wait();
+        });
+        bound.wait();
+        assert!(matches!(
+            cpus.bind_exclusive(1),
+            Err(HostError::CpuBusy { cpu: 1 })
+        ));
+        check(&cpus, 0, None, 0);
+        done.wait();
+    });
+    // The shared binding is gone with its thread's drop: CPU 1 is free again.
+    let mine = cpus.bind_exclusive(1).unwrap();
+    assert_eq!(mine.cpu(), 1);
+}
+
+#[test]
+fn an_exclusive_cpu_is_kept_until_preemption_comes_back() {
+    let cpus = HostCpus::new(2);
+    let mine = cpus.bind_exclusive(1).unwrap();
+    cpus.preempt_disable();
+    drop(mine);
+    // Still running as CPU 1, and still alone there.
+    assert_eq!(cpus.current_cpu_exclusive(), (1, true));
+    thread::scope(|s| {
+        s.spawn(|| assert!(matches!(cpus.bind(1), Err(HostError::CpuBusy { cpu: 1 }))));
+    });
+    cpus.preempt_enable();
+    assert_eq!(cpus.current_cpu_exclusive(), (0, false));
+    thread::scope(|s| {
+        s.spawn(|| assert!(cpus.bind(1).is_ok()));
+    });
+}

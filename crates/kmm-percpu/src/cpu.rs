@@ -1,5 +1,7 @@
 //! The `CpuContext` seam: which CPU the caller runs on, and preemption.
 
+use core::sync::atomic::{Ordering::SeqCst, fence};
+
 /// Which CPU the caller runs on (`smp_processor_id`), how many there are,
 /// and the preemption counter (`preempt_disable`/`preempt_enable`).
 ///
@@ -8,6 +10,20 @@
 /// stays on its CPU (`current_cpu` does not change). Implementations:
 /// [`FixedCpu`](crate::FixedCpu) (one CPU chosen by the caller, for tests and
 /// the simulator) and `kmm_host::HostCpus` (threads bound to CPU slots).
+///
+/// # Exclusive CPUs
+///
+/// In the kernel a CPU runs one task at a time, so its per-CPU data needs no
+/// bus-locked instructions: `this_cpu_cmpxchg` is an ordinary instruction,
+/// and another CPU that must see or change that data (a cache flush) asks the
+/// CPU itself with an interrupt. A context can offer the same to its callers:
+/// [`current_cpu_exclusive`](CpuContext::current_cpu_exclusive) says whether
+/// the caller is the only thread that runs as its CPU, and
+/// [`remote_fence`](CpuContext::remote_fence) is the interrupt's stand-in.
+/// Per-CPU fast paths may then use plain loads and stores for an exclusive
+/// caller, bracketed by a flag and a compiler fence, and a thread that
+/// touches another CPU's data raises its own flag, calls `remote_fence`, and
+/// then reads the owner's flag (an asymmetric Dekker handshake).
 pub trait CpuContext: Send + Sync {
     /// The number of possible CPUs (`nr_cpu_ids`).
     fn nr_cpus(&self) -> usize;
@@ -15,6 +31,30 @@ pub trait CpuContext: Send + Sync {
     fn current_cpu(&self) -> usize;
     /// Disables preemption (nests).
     fn preempt_disable(&self);
-    /// Re-enables preemption (must pair with `preempt_disable`).
+    /// Re-enables preemption (must pair with `preempt_enable`).
     fn preempt_enable(&self);
+
+    /// The CPU the caller runs on, and whether the caller holds it
+    /// exclusively: while it does, no other thread's `current_cpu` is that
+    /// CPU. The default never grants exclusivity.
+    ///
+    /// A context that answers `true` must implement
+    /// [`remote_fence`](CpuContext::remote_fence) as described there.
+    #[inline]
+    fn current_cpu_exclusive(&self) -> (usize, bool) {
+        (self.current_cpu(), false)
+    }
+
+    /// A full memory fence in the caller that also acts as one in every
+    /// thread holding a CPU exclusively, at some point of that thread's
+    /// execution between this call's start and end (`membarrier`, or an
+    /// inter-processor interrupt). Its use: a thread stores to shared data,
+    /// calls `remote_fence`, then loads; an exclusive owner stores, runs a
+    /// compiler fence, then loads; one of the two is sure to see the other's
+    /// store. The default is a plain fence, which is enough while no caller
+    /// is ever exclusive.
+    #[inline]
+    fn remote_fence(&self) {
+        fence(SeqCst);
+    }
 }

@@ -14,7 +14,7 @@ use kmm_page::{PAGE_SIZE, PageAllocator, PageFlags, PageType, Pfn, get_order};
 use kmm_percpu::CpuContext;
 use spin::{Mutex, Once};
 
-use crate::cache::{Cache, Lookup, NO_SLAB, SlabMeta};
+use crate::cache::{Cache, CpuSlot, Lookup, NO_SLAB, SlabMeta};
 use crate::layout::{
     ARCH_SLAB_MINALIGN, DMA_KMALLOC_NAMES, KMALLOC_CREATE_ORDER, KMALLOC_MAX_CACHE_SIZE,
     KMALLOC_MAX_SIZE, KMALLOC_NAMES, calculate_alignment, calculate_sizes, kmalloc_index,
@@ -448,7 +448,7 @@ impl SlabAllocator {
         let c = &cache.inner;
         let mut discard = Vec::new();
         {
-            let mut guards: Vec<_> = c.cpu.iter().map(|s| s.close()).collect();
+            let mut guards = CpuSlot::close_all(&c.cpu, &*self.cpus);
             let mut n = c.node.lock();
             let live = n
                 .total_objects

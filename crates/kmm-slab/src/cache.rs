@@ -6,7 +6,11 @@
 //! head and a transaction id packed in one word (`this_cpu_cmpxchg` of
 //! `freelist` and `tid`; see [`CpuSlot`]). The slow paths and the flushes
 //! close a CPU's slot first, which makes them its only user until they
-//! publish it again. A free to a slab that is not the CPU's pushes onto the
+//! publish it again. A thread that holds its CPU exclusively (see
+//! [`CpuContext::current_cpu_exclusive`]) pops and pushes with plain loads and
+//! stores instead, raising the slot's `busy` flag around them; a thread
+//! closing another CPU's slot then calls [`CpuContext::remote_fence`] and
+//! waits for that flag to fall ([`CpuSlot::close_all`]). A free to a slab that is not the CPU's pushes onto the
 //! slab's own freelist with one compare-exchange of its packed freelist and
 //! counters (`__slab_free`); the slab's state and the node partial list sit
 //! behind the cache's node lock (`list_lock`), which such a free takes first
@@ -27,12 +31,15 @@ use alloc::sync::Arc;
 use core::fmt;
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
-use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize};
+use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+use core::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, compiler_fence,
+};
 
 use crossbeam_utils::{Backoff, CachePadded};
 use kmm_gfp::Gfp;
 use kmm_page::{PAGE_SIZE, PageFlags, PageType, Pfn};
+use kmm_percpu::CpuContext;
 use spin::Mutex;
 
 use crate::allocator::SlabAllocator;
@@ -186,9 +193,19 @@ fn head_off(head: u32) -> usize {
 /// until [`CpuGuard`] drops, and publishes the fields before `ft`
 /// (release), so a fast path that reads `ft`, the fields, and `ft` again
 /// unchanged (acquire) has seen the fields that go with that `ft`.
+///
+/// A thread that holds the CPU exclusively is the only one that pops and
+/// pushes, so it uses plain loads and stores of `ft` (the kernel's unlocked
+/// `this_cpu_cmpxchg`), with `busy` raised around them. Only a thread
+/// closing the slot from elsewhere can then race with it, and it uses
+/// [`CpuSlot::close_all`], which waits for `busy` to fall after a
+/// [`CpuContext::remote_fence`] and closes again if a plain store of the
+/// owner overwrote its close.
 #[derive(Debug)]
 pub(crate) struct CpuSlot {
     ft: AtomicU64,
+    /// 1 while the exclusive owner is inside a fast path.
+    busy: AtomicU32,
     base: AtomicPtr<u8>,
     /// Offset of the last object start of the frozen slab.
     last: AtomicUsize,
@@ -200,6 +217,7 @@ impl CpuSlot {
     fn new() -> CpuSlot {
         CpuSlot {
             ft: AtomicU64::new(pack(F_NIL, 0)),
+            busy: AtomicU32::new(0),
             base: AtomicPtr::new(core::ptr::null_mut()),
             last: AtomicUsize::new(0),
             len: AtomicUsize::new(0),
@@ -233,6 +251,59 @@ impl CpuSlot {
             }
             backoff.snooze();
         }
+    }
+
+    /// Closes every slot of a cache from any thread, including slots that an
+    /// exclusive owner uses with plain stores: closes each, fences
+    /// ([`CpuContext::remote_fence`]), waits until no owner is inside a fast
+    /// path, and closes again any slot whose close an owner's store, begun
+    /// before it, overwrote. Afterwards every owner sees the slots closed
+    /// and takes its slow path, which waits for them to open.
+    pub(crate) fn close_all<'s>(
+        slots: &'s [CachePadded<CpuSlot>],
+        cpus: &dyn CpuContext,
+    ) -> alloc::vec::Vec<CpuGuard<'s>> {
+        // The vector is allocated before any slot closes: a global allocator
+        // built on this crate must not allocate while its own slot is closed.
+        let mut guards = alloc::vec::Vec::with_capacity(slots.len());
+        guards.extend(slots.iter().map(|s| s.close()));
+        loop {
+            cpus.remote_fence();
+            let mut lost = false;
+            for (slot, guard) in slots.iter().zip(guards.iter_mut()) {
+                let backoff = Backoff::new();
+                while slot.busy.load(Acquire) != 0 {
+                    backoff.snooze();
+                }
+                if slot.ft.load(Acquire) != pack(F_CLOSED, guard.tid) {
+                    // An owner's store reopened the slot: close it again, and
+                    // drop the stale copy unpublished.
+                    core::mem::forget(core::mem::replace(guard, slot.close()));
+                    lost = true;
+                }
+            }
+            if !lost {
+                return guards;
+            }
+        }
+    }
+
+    /// Enters a fast path as the CPU's exclusive owner: raises `busy`, then
+    /// (ordered by the owner's half of the handshake, a compiler fence) reads
+    /// the packed word, the slab base and the last object offset. The
+    /// caller must call [`CpuSlot::leave`] before any other slot operation.
+    #[inline]
+    fn enter(&self) -> (u64, *mut u8, usize) {
+        self.busy.store(1, Relaxed);
+        compiler_fence(SeqCst);
+        let ft = self.ft.load(Acquire);
+        (ft, self.base.load(Relaxed), self.last.load(Relaxed))
+    }
+
+    /// Leaves an owner's fast path, publishing what it did.
+    #[inline]
+    fn leave(&self) {
+        self.busy.store(0, Release);
     }
 
     /// A consistent view of the open slot for the fast paths: the packed
@@ -428,12 +499,13 @@ fn frozen(cpu: usize) -> u32 {
 impl SlabAllocator {
     /// This CPU's slot in `cache` with the CPU's number (slot 0 if the
     /// context reports a CPU beyond the machine).
+    /// The third value says whether the caller holds the CPU exclusively.
     #[inline]
-    fn this_cpu<'c>(&self, cache: &'c Cache) -> (&'c CachePadded<CpuSlot>, usize) {
-        let cpu = self.cpus.current_cpu();
+    fn this_cpu<'c>(&self, cache: &'c Cache) -> (&'c CachePadded<CpuSlot>, usize, bool) {
+        let (cpu, exclusive) = self.cpus.current_cpu_exclusive();
         match cache.cpu.get(cpu) {
-            Some(slot) => (slot, cpu),
-            None => (&cache.cpu[0], 0),
+            Some(slot) => (slot, cpu, exclusive),
+            None => (&cache.cpu[0], 0, false),
         }
     }
 
@@ -531,10 +603,7 @@ impl SlabAllocator {
     /// Frees the object at `obj` of `cache` (`kmem_cache_free` / `slab_free`);
     /// `slab` is the object's slab descriptor id when the caller has already
     /// looked it up (`kfree`), so the slow path need not look again.
-    #[expect(
-        unsafe_code,
-        reason = "the fast path writes the free pointer of a freed object"
-    )]
+    #[inline(always)]
     pub(crate) fn cache_free(
         &self,
         cache: &Cache,
@@ -544,8 +613,29 @@ impl SlabAllocator {
         if cache.debug {
             return self.free_slow(cache, obj, slab);
         }
+        let (slot, _, exclusive) = self.this_cpu(cache);
+        if exclusive {
+            self.owner_free(cache, slot, obj, slab)
+        } else {
+            self.shared_free(cache, slot, obj, slab)
+        }
+    }
+
+    /// [`SlabAllocator::cache_free`] for a thread that may share its CPU:
+    /// the push is a compare-exchange of the packed word.
+    #[expect(
+        unsafe_code,
+        reason = "the fast path writes the free pointer of a freed object"
+    )]
+    #[inline]
+    fn shared_free(
+        &self,
+        cache: &Cache,
+        slot: &CpuSlot,
+        obj: NonNull<u8>,
+        slab: Option<u32>,
+    ) -> Result<(), SlabError> {
         let addr = obj.as_ptr().addr();
-        let (slot, _) = self.this_cpu(cache);
         loop {
             // `do_slab_free` fast path: push onto this CPU's freelist with one
             // compare-exchange when the object is in this CPU's slab.
@@ -580,6 +670,42 @@ impl SlabAllocator {
             }
         }
         self.free_slow(cache, obj, slab)
+    }
+
+    /// [`SlabAllocator::cache_free`] for the CPU's exclusive owner: the same
+    /// checks and push, with a plain store of the packed word.
+    #[expect(
+        unsafe_code,
+        reason = "the fast path writes the free pointer of a freed object"
+    )]
+    #[inline(always)]
+    fn owner_free(
+        &self,
+        cache: &Cache,
+        slot: &CpuSlot,
+        obj: NonNull<u8>,
+        slab: Option<u32>,
+    ) -> Result<(), SlabError> {
+        let addr = obj.as_ptr().addr();
+        let (ft, base, last) = slot.enter();
+        let (head, tid) = unpack(ft);
+        let off = addr.wrapping_sub(base.addr());
+        if head == F_CLOSED || base.is_null() || off > last {
+            slot.leave();
+            return self.free_slow(cache, obj, slab);
+        }
+        if !cache.is_object_start(off, last) || off == head as usize {
+            slot.leave();
+            return Err(cold::bad_cpu_free(cache, addr, off, last));
+        }
+        // SAFETY: as in `shared_free`: an object start of this CPU's slab,
+        // given back by the caller, with an aligned free pointer inside the
+        // direct map.
+        unsafe { raw::store_free_word(base, off + cache.layout.offset, head_off(head)) };
+        slot.ft
+            .store(pack(off as u32, tid.wrapping_add(1)), Release);
+        slot.leave();
+        Ok(())
     }
 
     /// Checks that `meta` (looked up from the frame of `addr`) is a live slab
@@ -757,16 +883,33 @@ impl SlabAllocator {
     }
 
     /// Allocates an object of `cache` (`slab_alloc_node`).
+    #[inline(always)]
+    pub(crate) fn cache_alloc(&self, cache: &Cache, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+        if cache.debug {
+            return self.alloc_debug(cache, gfp);
+        }
+        let (slot, cpu, exclusive) = self.this_cpu(cache);
+        if exclusive {
+            self.owner_alloc(cache, slot, cpu, gfp)
+        } else {
+            self.shared_alloc(cache, slot, cpu, gfp)
+        }
+    }
+
+    /// [`SlabAllocator::cache_alloc`] for a thread that may share its CPU:
+    /// the pop is a compare-exchange of the packed word.
     #[expect(
         unsafe_code,
         reason = "the fast path reads a free pointer without holding the slab"
     )]
     #[inline]
-    pub(crate) fn cache_alloc(&self, cache: &Cache, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
-        if cache.debug {
-            return self.alloc_debug(cache, gfp);
-        }
-        let (slot, cpu) = self.this_cpu(cache);
+    fn shared_alloc(
+        &self,
+        cache: &Cache,
+        slot: &CpuSlot,
+        cpu: usize,
+        gfp: Gfp,
+    ) -> Result<NonNull<u8>, SlabError> {
         let obj = loop {
             // The fast path: pop this CPU's first free object with one
             // compare-exchange of the freelist and its tid.
@@ -806,6 +949,46 @@ impl SlabAllocator {
         match NonNull::new(obj) {
             Some(obj) if !gfp.contains(Gfp::ZERO) => Ok(obj),
             _ => self.hand_out(cache, obj, gfp),
+        }
+    }
+
+    /// [`SlabAllocator::cache_alloc`] for the CPU's exclusive owner: the same
+    /// pop, with a plain store of the packed word.
+    #[expect(
+        unsafe_code,
+        reason = "the fast path reads the free pointer of a free object"
+    )]
+    #[inline(always)]
+    fn owner_alloc(
+        &self,
+        cache: &Cache,
+        slot: &CpuSlot,
+        cpu: usize,
+        gfp: Gfp,
+    ) -> Result<NonNull<u8>, SlabError> {
+        let (ft, base, last) = slot.enter();
+        let (head, tid) = unpack(ft);
+        let off = head as usize;
+        if head >= F_CLOSED || base.is_null() || off > last {
+            slot.leave();
+            return self.alloc_slow(cache, slot, cpu, gfp);
+        }
+        // SAFETY: `base + off` is the first free object of this CPU's slab,
+        // which only this thread pops while the slot is open; the word is
+        // aligned and inside the direct map.
+        let next = unsafe { raw::load_free_word(base, off + cache.layout.offset) };
+        if next != NIL && next > last {
+            // The free pointer was overwritten: drop the rest of the list.
+            slot.ft.store(pack(F_NIL, tid.wrapping_add(1)), Release);
+            slot.leave();
+            return Err(cold::corrupted(cache, base.addr().wrapping_add(off)));
+        }
+        slot.ft
+            .store(pack(head32(next), tid.wrapping_add(1)), Release);
+        slot.leave();
+        match NonNull::new(base.wrapping_add(off)) {
+            Some(obj) if !gfp.contains(Gfp::ZERO) => Ok(obj),
+            _ => self.hand_out(cache, base.wrapping_add(off), gfp),
         }
     }
 
@@ -1174,8 +1357,7 @@ impl SlabAllocator {
             }
             chain = id;
         };
-        for slot in cache.cpu.iter() {
-            let mut c = slot.close();
+        for mut c in CpuSlot::close_all(&cache.cpu, &*self.cpus) {
             let mut n = cache.node.lock();
             let d = self.deactivate(cache, &mut c, &mut n);
             if d != NO_SLAB {
@@ -1208,7 +1390,7 @@ impl SlabAllocator {
     /// Objects allocated to callers, and the node counters, with every lock
     /// of the cache held: `(live, total_objects, nr_slabs, pages)`.
     pub(crate) fn cache_counts(&self, cache: &Cache) -> (usize, usize, usize, usize) {
-        let guards: alloc::vec::Vec<_> = cache.cpu.iter().map(|s| s.close()).collect();
+        let guards = CpuSlot::close_all(&cache.cpu, &*self.cpus);
         let n = cache.node.lock();
         let free = self.free_objects(cache, &n, &guards);
         let live = n.total_objects.saturating_sub(free);
@@ -1467,7 +1649,7 @@ impl SlabAllocator {
     /// Checks a cache's structure with all its locks held.
     pub(crate) fn check_cache(&self, cache: &Cache) -> Result<(), alloc::string::String> {
         use alloc::format;
-        let mut guards: alloc::vec::Vec<_> = cache.cpu.iter().map(|s| s.close()).collect();
+        let mut guards = CpuSlot::close_all(&cache.cpu, &*self.cpus);
         let n = cache.node.lock();
         let name = &cache.name;
         let walk = |mem: &SlabMem,
@@ -1636,6 +1818,18 @@ mod cold {
         SlabError::NotObjectStart {
             addr,
             cache: cache.name.clone(),
+        }
+    }
+
+    /// A free into the CPU's slab at offset `off` that is refused: not an
+    /// object start, or the object freed last (a double free).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn bad_cpu_free(cache: &Cache, addr: usize, off: usize, last: usize) -> SlabError {
+        if cache.is_object_start(off, last) {
+            double_free(cache, addr)
+        } else {
+            not_object_start(cache, addr)
         }
     }
 

@@ -1,7 +1,7 @@
 //! Unit tests: layout and order arithmetic against the kernel's worked
 //! examples, and small end-to-end runs over heap-backed memory, one of them
 //! with threads sharing a CPU (Miri-friendly, so Miri checks the lockless
-//! fast path's synchronisation).
+//! fast path's synchronisation), one as a CPU's exclusive owner.
 
 extern crate std;
 
@@ -330,3 +330,89 @@ struct Obj(NonNull<u8>);
 // SAFETY: the pointer is only passed back to the slab layer, which is
 // `Sync`; no thread reads or writes through it.
 unsafe impl Send for Obj {}
+
+/// One thread that holds its CPU exclusively: a [`FixedCpu`] that says so.
+/// Sound only while a single thread uses it, as in the test below.
+struct SoleOwner(FixedCpu);
+
+impl kmm_percpu::CpuContext for SoleOwner {
+    fn nr_cpus(&self) -> usize {
+        self.0.nr_cpus()
+    }
+    fn current_cpu(&self) -> usize {
+        self.0.current_cpu()
+    }
+    fn preempt_disable(&self) {
+        self.0.preempt_disable();
+    }
+    fn preempt_enable(&self) {
+        self.0.preempt_enable();
+    }
+    fn current_cpu_exclusive(&self) -> (usize, bool) {
+        (self.0.current_cpu(), true)
+    }
+}
+
+#[test]
+fn an_exclusive_owner_on_heap_memory() {
+    let pages = 64;
+    let owner = Arc::new(SoleOwner(FixedCpu::new(2)));
+    let cfg = kmm_zone::ZonedConfig {
+        layout: kmm_zone::MachineLayout::toy(pages, None),
+        pcp: false,
+        min_free_kbytes: None,
+    };
+    let za = Arc::new(
+        kmm_zone::ZonedAllocator::new(cfg, owner.clone(), Arc::new(HeapMemory::new(pages)))
+            .unwrap(),
+    );
+    let free0 = free_pages(&za);
+    let slab = SlabAllocator::new(za.clone(), owner.clone()).unwrap();
+    let c = slab
+        .kmem_cache_create("owned", 24, 0, SlabFlags::empty(), None)
+        .unwrap();
+    let mut ps = Vec::new();
+    for i in 0..200u32 {
+        let p = slab.kmem_cache_alloc(&c, GFP_KERNEL).unwrap();
+        // SAFETY: `p` is a live 24-byte object.
+        unsafe { p.as_ptr().cast::<u32>().write(i) };
+        ps.push((p, i));
+        if i == 100 {
+            // The counts close the slot from outside the fast path.
+            let info = slab.slabinfo();
+            let row = info.lines().find(|l| l.starts_with("owned ")).unwrap();
+            assert_eq!(row.split_whitespace().nth(1), Some("101"));
+        }
+    }
+    // The object freed last, freed again, is refused; so is a pointer inside an object.
+    let (p, _) = ps.pop().unwrap();
+    slab.kmem_cache_free(&c, p).unwrap();
+    assert!(matches!(
+        slab.kmem_cache_free(&c, p),
+        Err(SlabError::DoubleFree { .. })
+    ));
+    let inside = NonNull::new(ps[0].0.as_ptr().wrapping_add(4)).unwrap();
+    assert!(matches!(
+        slab.kmem_cache_free(&c, inside),
+        Err(SlabError::NotObjectStart { .. })
+    ));
+    // Half are freed from CPU 1, whose slab they are not in.
+    owner.0.set_current(1).unwrap();
+    for (p, i) in ps.drain(..100) {
+        // SAFETY: `p` is a live 24-byte object.
+        assert_eq!(unsafe { p.as_ptr().cast::<u32>().read() }, i);
+        slab.kmem_cache_free(&c, p).unwrap();
+    }
+    assert!(slab.kmem_cache_shrink(&c).is_ok());
+    owner.0.set_current(0).unwrap();
+    for (p, i) in ps {
+        // SAFETY: `p` is a live 24-byte object.
+        assert_eq!(unsafe { p.as_ptr().cast::<u32>().read() }, i);
+        slab.kmem_cache_free(&c, p).unwrap();
+    }
+    slab.check_invariants().unwrap();
+    slab.kmem_cache_destroy(&c).unwrap();
+    slab.shrink_all();
+    assert_eq!(slab.slab_pages(), 0);
+    assert_eq!(free_pages(&za), free0);
+}

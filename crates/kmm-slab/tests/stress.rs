@@ -1,7 +1,9 @@
 //! Threads on different CPUs: one allocates and fills, the other checks and
 //! frees (remote frees to slabs frozen on the first CPU), both ways at once.
 //! Threads sharing one CPU: their lockless pops and pushes race on the same
-//! CPU freelist while another thread keeps flushing it.
+//! CPU freelist while another thread keeps flushing it. Threads holding
+//! their CPUs exclusively (plain loads and stores on the fast path) while
+//! another thread keeps closing their slots from outside.
 
 mod common;
 
@@ -154,6 +156,80 @@ fn threads_sharing_a_cpu_race_on_its_freelist() {
             for (p, seed) in live {
                 assert!(verify(p, 48, seed), "object corrupted");
                 m.slab.kmem_cache_free(cache, p.0).unwrap();
+            }
+        }
+    });
+    m.slab.check_invariants().unwrap();
+    assert_eq!(m.slab.kmem_cache_shrink(&cache), Ok(true));
+    m.slab.kmem_cache_destroy(&cache).unwrap();
+    m.slab.shrink_all();
+    assert_eq!(m.slab.slab_pages(), 0);
+    assert_eq!(m.buddy_free(), free0);
+}
+
+#[test]
+fn exclusive_owners_meet_a_flusher_from_outside() {
+    const OPS: usize = 300_000;
+    let (m, cpus) = boot_host(3);
+    let free0 = m.buddy_free();
+    let cache = m
+        .slab
+        .kmem_cache_create("owned", 40, 0, SlabFlags::empty(), None)
+        .unwrap();
+    let done = AtomicBool::new(false);
+    thread::scope(|s| {
+        let (m, cpus, cache, done) = (&m, &cpus, &cache, &done);
+        // The flusher runs as CPU 0 and closes the owners' slots over and
+        // over (shrink, slabinfo), each time through the fence handshake.
+        s.spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                m.slab.kmem_cache_shrink(cache).unwrap();
+                assert!(m.slab.slabinfo().contains("owned"));
+            }
+        });
+        let workers: Vec<_> = (1..3)
+            .map(|cpu| {
+                s.spawn(move || {
+                    let bind = cpus.bind_exclusive(cpu).unwrap();
+                    assert!(bind.is_exclusive());
+                    let mut live: Vec<(SendPtr, usize, bool)> = Vec::new();
+                    for i in 0..OPS {
+                        let seed = cpu * 10_000_000 + i;
+                        if live.len() < 64 && (i * 7 + cpu) % 3 != 0 {
+                            // Half from the cache, half from kmalloc-64.
+                            let from_cache = i % 2 == 0;
+                            let p = if from_cache {
+                                m.slab.kmem_cache_alloc(cache, GFP_KERNEL).unwrap()
+                            } else {
+                                m.slab.kmalloc(40, GFP_KERNEL).unwrap()
+                            };
+                            fill(SendPtr(p), 40, seed);
+                            live.push((SendPtr(p), seed, from_cache));
+                        } else if !live.is_empty() {
+                            let (p, seed, from_cache) = live.swap_remove((i * 31) % live.len());
+                            assert!(verify(p, 40, seed), "object corrupted");
+                            if from_cache {
+                                m.slab.kmem_cache_free(cache, p.0).unwrap();
+                            } else {
+                                m.slab.kfree(Some(p.0)).unwrap();
+                            }
+                        }
+                    }
+                    live
+                })
+            })
+            .collect();
+        let joined: Vec<_> = workers.into_iter().map(|w| w.join()).collect();
+        done.store(true, Ordering::Relaxed);
+        for live in joined {
+            let live = live.unwrap_or_else(|e| std::panic::resume_unwind(e));
+            for (p, seed, from_cache) in live {
+                assert!(verify(p, 40, seed), "object corrupted");
+                if from_cache {
+                    m.slab.kmem_cache_free(cache, p.0).unwrap();
+                } else {
+                    m.slab.kfree(Some(p.0)).unwrap();
+                }
             }
         }
     });

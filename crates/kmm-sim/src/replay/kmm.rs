@@ -2,8 +2,11 @@
 //! [`ReplayHeap`].
 //!
 //! [`kmm_heap`] boots an x86-64 machine with the given memory on host memory (so objects are
-//! real memory of this process), one CPU (a replay runs on one thread) and per-CPU page lists
-//! on, and serves the trace with `kmalloc`, `krealloc` and `kfree`.
+//! real memory of this process), two host CPUs and per-CPU page lists on, binds the replaying
+//! thread to CPU 1 alone (a replay runs on one thread, which then holds its CPU as a kernel task
+//! holds one: the slab fast paths use plain loads and stores, no locked instructions), and
+//! serves the trace with `kmalloc`, `krealloc` and `kfree`. (The binding makes the heap
+//! `!Send`: it stays on the thread that built it.)
 //! Requests above `KMALLOC_MAX_SIZE` (4 MiB) are refused as [`HeapError::TooLarge`] and counted
 //! as `failed` by the replay; they are not served from vmalloc.
 //! kmalloc guarantees natural alignment for power-of-two sizes only, so an alignment above the
@@ -14,11 +17,13 @@
 )]
 
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use kmm::{
     Arch, Backing, GFP_KERNEL, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KmmError, MachineConfig,
     MemoryManager, MemorySpec, PAGE_SIZE, SlabError,
 };
+use kmm_host::{CpuBinding, HostCpus};
 
 use crate::replay::heap::{FootprintInfo, Handle, HeapError, ReplayHeap};
 
@@ -27,6 +32,10 @@ use crate::replay::heap::{FootprintInfo, Handle, HeapError, ReplayHeap};
 pub(crate) struct KmmHeap {
     /// The machine.
     mm: MemoryManager,
+    /// The replaying thread's hold on CPU 1 (`None` if the host refused it: the thread then
+    /// runs as CPU 0, sharing it). Its `HostCpus` is leaked (a few words per heap) so that the
+    /// binding can live in the heap.
+    _cpu: Option<CpuBinding<'static>>,
     /// Pages allocated right after boot (the machine's own: interrupt stacks, per-CPU chunks),
     /// which must be all that is allocated once the replay freed everything.
     boot_allocated: usize,
@@ -42,19 +51,24 @@ pub(crate) fn kmm_heap(mem: u64) -> Result<Box<dyn ReplayHeap>, String> {
 impl KmmHeap {
     /// Boots the machine.
     pub(crate) fn new(mem: u64) -> Result<KmmHeap, String> {
-        let mm = MemoryManager::boot(MachineConfig {
-            arch: Arch::X86_64,
-            memory: MemorySpec::Size(mem),
-            cpus: 1,
-            pcp: Some(true),
-            min_free_kbytes: None,
-            backing: Backing::Host,
-        })
+        let host: &'static Arc<HostCpus> = Box::leak(Box::new(Arc::new(HostCpus::new(2))));
+        let mm = MemoryManager::boot_with(
+            MachineConfig {
+                arch: Arch::X86_64,
+                memory: MemorySpec::Size(mem),
+                cpus: 2,
+                pcp: Some(true),
+                min_free_kbytes: None,
+                backing: Backing::Host,
+            },
+            host.clone(),
+        )
         .map_err(|error| format!("cannot boot a {mem}-byte machine for kmalloc: {error}"))?;
         mm.drain_all_pages();
         let boot_allocated = mm.summary().allocated_pages;
         Ok(KmmHeap {
             mm,
+            _cpu: host.bind_exclusive(1).ok(),
             boot_allocated,
             slab_requested: 0,
         })

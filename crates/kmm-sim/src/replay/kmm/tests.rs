@@ -140,3 +140,23 @@ fn the_published_traces_replay_through_kmalloc_and_give_every_frame_back() {
         heap.mm.check_invariants().unwrap();
     }
 }
+
+#[test]
+fn the_replaying_thread_holds_its_cpu_alone() {
+    let mut heap = heap();
+    assert!(
+        heap._cpu
+            .as_ref()
+            .is_some_and(|b| b.is_exclusive() && b.cpu() == 1)
+    );
+    let handles: Vec<_> = (0..2000)
+        .map(|i| heap.alloc(8 + i % 500, 8).unwrap())
+        .collect();
+    // Invariant checks close the CPU slots from the owner itself, through the fence.
+    heap.check_invariants().unwrap();
+    for (i, h) in handles.into_iter().enumerate() {
+        // SAFETY: each handle is live, from this heap, with this size and alignment.
+        unsafe { heap.free(h, 8 + i % 500, 8) }.unwrap();
+    }
+    heap.verify_empty().unwrap();
+}
