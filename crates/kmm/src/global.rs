@@ -3,8 +3,12 @@
 //! The first allocation boots a machine on host memory whose CPUs are host
 //! threads (`kmm_host::HostCpus`); every later allocation is a `kmalloc`, every
 //! deallocation a `kfree` (`mm/slub.c`). Each thread is bound to a CPU of the
-//! machine, round-robin, the first time it allocates, so threads spread over
-//! the per-CPU slabs and page lists as tasks spread over CPUs.
+//! machine, round-robin from CPU 1, the first time it allocates, so threads
+//! spread over the per-CPU slabs and page lists as tasks spread over CPUs. A
+//! thread that finds its CPU free holds it alone (`HostCpus::bind_exclusive`)
+//! until it exits, so its slab fast paths need no locked instructions, as on
+//! a kernel CPU; otherwise (CPU 0, where unbound threads run, or a CPU
+//! another thread holds) it shares a CPU.
 //!
 //! Three cases go to [`std::alloc::System`] instead: allocations made while the
 //! thread is already inside kmm (booting the machine, or a `Vec` the CPU
@@ -17,7 +21,7 @@
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::alloc::{GlobalAlloc, Layout};
-use core::cell::Cell;
+use core::cell::{Cell, RefCell};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
@@ -25,7 +29,8 @@ use crossbeam_utils::CachePadded;
 use std::alloc::System;
 
 use kmm_gfp::GFP_KERNEL;
-use kmm_host::HostCpus;
+use kmm_host::{CpuBinding, HostCpus};
+use kmm_percpu::CpuContext;
 use kmm_slab::{KMALLOC_MAX_SIZE, SlabAllocator};
 
 use crate::{Arch, Backing, MachineConfig, MemoryManager, MemorySpec};
@@ -36,14 +41,20 @@ std::thread_local! {
     /// The CPU of the machine this thread is bound to, plus one; 0 before
     /// its first allocation.
     static CPU: Cell<usize> = const { Cell::new(0) };
+    /// This thread's exclusive hold on its CPU, given back when the thread
+    /// exits (its destructor runs before that of `kmm_host`'s table, which
+    /// the binding registered first).
+    static HOLD: RefCell<Option<CpuBinding<'static>>> = const { RefCell::new(None) };
 }
 
 /// The machine behind a [`GlobalKmalloc`].
 struct Machine {
     /// The memory manager.
     mm: MemoryManager,
-    /// Its CPUs, to bind threads to.
-    cpus: Arc<HostCpus>,
+    /// Its CPUs, to bind threads to: leaked (a few words per booted
+    /// allocator, which lives as long as the program) so that a thread's
+    /// exclusive binding can live in a thread-local.
+    cpus: &'static HostCpus,
     /// Allocations kmalloc served, per CPU: one shared counter would be a
     /// cache line every allocating thread writes.
     kmallocs: Box<[CachePadded<AtomicUsize>]>,
@@ -141,6 +152,14 @@ impl GlobalKmalloc {
         self.machine.get()?.as_ref().map(|m| &m.mm)
     }
 
+    /// The CPU the calling thread runs as on this allocator's machine, and
+    /// whether it holds that CPU alone; `None` before the machine booted.
+    /// A thread that has not allocated yet runs as CPU 0, shared.
+    pub fn this_cpu(&self) -> Option<(usize, bool)> {
+        let machine = self.machine.get()?.as_ref()?;
+        Some(machine.cpus.current_cpu_exclusive())
+    }
+
     /// Boots the machine on the first call. Runs inside [`guarded`], so
     /// everything boot allocates comes from the system allocator.
     fn machine(&self) -> Option<&Machine> {
@@ -156,6 +175,7 @@ impl GlobalKmalloc {
                     backing: Backing::Host,
                 };
                 let mm = MemoryManager::boot_with(config, cpus.clone()).ok()?;
+                let cpus: &'static HostCpus = Box::leak(Box::new(cpus));
                 mm.slab()?;
                 let kmallocs = (0..self.nr_cpus)
                     .map(|_| CachePadded::new(AtomicUsize::new(0)))
@@ -173,12 +193,7 @@ impl GlobalKmalloc {
         let slab = machine.mm.slab()?;
         let cpu = match CPU.try_with(Cell::get) {
             Ok(0) => {
-                let cpu = self.next_cpu.fetch_add(1, Relaxed) % self.nr_cpus;
-                // The binding lasts as long as the thread: it is forgotten, not
-                // dropped, and the CPU table entry goes with the thread's locals.
-                if let Ok(binding) = machine.cpus.bind(cpu) {
-                    core::mem::forget(binding);
-                }
+                let cpu = Self::bind_thread(machine.cpus, self.next_cpu.fetch_add(1, Relaxed));
                 let _ = CPU.try_with(|c| c.set(cpu + 1));
                 cpu
             }
@@ -186,6 +201,24 @@ impl GlobalKmalloc {
             Err(_) => 0,
         };
         Some((machine, slab, cpu))
+    }
+
+    /// Binds the calling thread, the `n`th to allocate, to a CPU: CPU
+    /// `(n + 1) % nr_cpus` alone if it is free and not CPU 0 (the hold lasts
+    /// until the thread exits), else shared (that binding is forgotten: it
+    /// lasts as long as the thread, and its table entry goes with the
+    /// thread's locals). Returns the CPU the thread runs as.
+    fn bind_thread(cpus: &'static HostCpus, n: usize) -> usize {
+        let cpu = (n + 1) % cpus.nr_cpus();
+        if let Ok(hold) = cpus.bind_exclusive(cpu) {
+            // A hold on another allocator's machine is given back (the old
+            // value is dropped); with no thread-locals left to keep it in,
+            // the new one is given back at once.
+            let _ = HOLD.try_with(|h| h.replace(Some(hold)));
+        } else if let Ok(binding) = cpus.bind(cpu) {
+            core::mem::forget(binding);
+        }
+        cpus.current_cpu()
     }
 
     /// The kmalloc size for `layout` (see the type's docs on alignment).

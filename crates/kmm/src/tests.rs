@@ -221,3 +221,45 @@ fn frame_states_cover_holes_and_reserved_frames() {
         ]
     );
 }
+
+#[cfg(feature = "std")]
+#[test]
+#[expect(unsafe_code, reason = "the allocator is called through `GlobalAlloc`")]
+fn global_kmalloc_threads_hold_cpus_alone_and_give_them_back() {
+    extern crate std;
+    use core::alloc::{GlobalAlloc, Layout};
+
+    static KM: crate::GlobalKmalloc = crate::GlobalKmalloc::new(64 << 20, 3);
+    let layout = Layout::from_size_align(40, 8).unwrap();
+    // Thread n is bound to CPU (n + 1) % 3: alone on CPUs 1 and 2, shared on 0.
+    // Threads run one after the other, so a CPU is free again only if the
+    // thread before gave its hold back when it exited.
+    let mut seen = alloc::vec::Vec::new();
+    for _ in 0..6 {
+        let cpu = std::thread::spawn(move || {
+            // SAFETY: a non-zero-size layout; the block is freed with it.
+            let p = unsafe { KM.alloc(layout) };
+            assert!(!p.is_null());
+            let cpu = KM.this_cpu().unwrap();
+            // SAFETY: `p` came from `KM.alloc(layout)`.
+            unsafe { KM.dealloc(p, layout) };
+            cpu
+        })
+        .join()
+        .unwrap();
+        seen.push(cpu);
+    }
+    assert_eq!(
+        seen,
+        [
+            (1, true),
+            (2, true),
+            (0, false),
+            (1, true),
+            (2, true),
+            (0, false)
+        ]
+    );
+    assert_eq!(KM.stats().errors, 0);
+    assert_eq!(KM.this_cpu(), Some((0, false)));
+}
