@@ -38,6 +38,20 @@ fn machine(cpus: usize) -> (Arc<HostCpus>, SlabAllocator) {
     (host_cpus, SlabAllocator::new(pages, ctx).expect("slab"))
 }
 
+/// Binds the calling thread to CPU 1, alone or shared, and names the bench
+/// of `what` in that mode.
+fn bind_to_1<'c>(
+    cpus: &'c HostCpus,
+    exclusive: bool,
+    what: &str,
+) -> (kmm_host::CpuBinding<'c>, String) {
+    if exclusive {
+        (cpus.bind_exclusive(1).unwrap(), format!("{what}_exclusive"))
+    } else {
+        (cpus.bind(1).unwrap(), what.to_owned())
+    }
+}
+
 fn cache_pair(c: &mut Criterion) {
     let mut g = c.benchmark_group("slab/cache_pair");
     let mut v: Vec<u64> = Vec::with_capacity(16);
@@ -56,17 +70,7 @@ fn cache_pair(c: &mut Criterion) {
         .kmem_cache_create("bench-64", 64, 0, SlabFlags::empty(), None)
         .unwrap();
     for exclusive in [false, true] {
-        let _bound = if exclusive {
-            cpus.bind_exclusive(1)
-        } else {
-            cpus.bind(1)
-        }
-        .unwrap();
-        let name = if exclusive {
-            "kmem_cache_exclusive"
-        } else {
-            "kmem_cache"
-        };
+        let (_bound, name) = bind_to_1(&cpus, exclusive, "kmem_cache");
         g.bench_function(name, |b| {
             b.iter(|| {
                 let p = slab.kmem_cache_alloc(&cache, GFP_KERNEL).unwrap();
@@ -96,17 +100,7 @@ fn kmalloc_sizes(c: &mut Criterion) {
             })
         });
         for exclusive in [false, true] {
-            let _bound = if exclusive {
-                cpus.bind_exclusive(1)
-            } else {
-                cpus.bind(1)
-            }
-            .unwrap();
-            let name = if exclusive {
-                "kmalloc_exclusive"
-            } else {
-                "kmalloc"
-            };
+            let (_bound, name) = bind_to_1(&cpus, exclusive, "kmalloc");
             g.bench_function(name, |b| {
                 b.iter(|| {
                     let p = slab.kmalloc(black_box(size), GFP_KERNEL).unwrap();
