@@ -11,9 +11,9 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
 
-use common::{SendPtr, boot_host};
+use common::{Machine, SendPtr, boot_host};
 use kmm_gfp::GFP_KERNEL;
-use kmm_slab::SlabFlags;
+use kmm_slab::{KmemCache, SlabFlags};
 
 const ROUNDS: usize = 20_000;
 
@@ -31,6 +31,52 @@ fn verify(p: SendPtr, size: usize, seed: usize) -> bool {
     s.iter()
         .enumerate()
         .all(|(i, &b)| b == (seed.wrapping_mul(31).wrapping_add(i)) as u8)
+}
+
+/// A live object of a churning worker: where, its fill seed, and whether
+/// it came from the cache (else from kmalloc).
+type Live = (SendPtr, usize, bool);
+
+/// One worker's churn: `ops` steps keeping up to 64 live objects of `size`
+/// bytes, each filled when allocated and checked when freed, freed in a
+/// scrambled order; every other allocation comes from kmalloc when `mix`.
+/// `worker` tells workers' seeds and rhythms apart. Returns what is live.
+fn churn(
+    m: &Machine,
+    cache: &KmemCache,
+    size: usize,
+    ops: usize,
+    worker: usize,
+    mix: bool,
+) -> Vec<Live> {
+    let mut live: Vec<Live> = Vec::new();
+    for i in 0..ops {
+        let seed = worker * 10_000_000 + i;
+        if live.len() < 64 && !(i * 7 + worker).is_multiple_of(3) {
+            let from_cache = !mix || i % 2 == 0;
+            let p = if from_cache {
+                m.slab.kmem_cache_alloc(cache, GFP_KERNEL).unwrap()
+            } else {
+                m.slab.kmalloc(size, GFP_KERNEL).unwrap()
+            };
+            fill(SendPtr(p), size, seed);
+            live.push((SendPtr(p), seed, from_cache));
+        } else if !live.is_empty() {
+            let object = live.swap_remove((i * 31) % live.len());
+            give_back(m, cache, size, object);
+        }
+    }
+    live
+}
+
+/// Checks a churned object's contents and frees it the way it was allocated.
+fn give_back(m: &Machine, cache: &KmemCache, size: usize, (p, seed, from_cache): Live) {
+    assert!(verify(p, size, seed), "object corrupted");
+    if from_cache {
+        m.slab.kmem_cache_free(cache, p.0).unwrap();
+    } else {
+        m.slab.kfree(Some(p.0)).unwrap();
+    }
 }
 
 #[test]
@@ -128,21 +174,7 @@ fn threads_sharing_a_cpu_race_on_its_freelist() {
             .map(|t| {
                 s.spawn(move || {
                     let _bind = cpus.bind(0).unwrap();
-                    let mut live: Vec<(SendPtr, usize)> = Vec::new();
-                    for i in 0..OPS {
-                        let seed = t * 10_000_000 + i;
-                        // Keep up to 64 live objects, freeing in a scrambled order.
-                        if live.len() < 64 && (i * 7 + t) % 3 != 0 {
-                            let p = SendPtr(m.slab.kmem_cache_alloc(cache, GFP_KERNEL).unwrap());
-                            fill(p, 48, seed);
-                            live.push((p, seed));
-                        } else if !live.is_empty() {
-                            let (p, seed) = live.swap_remove((i * 31) % live.len());
-                            assert!(verify(p, 48, seed), "object corrupted");
-                            m.slab.kmem_cache_free(cache, p.0).unwrap();
-                        }
-                    }
-                    live
+                    churn(m, cache, 48, OPS, t, false)
                 })
             })
             .collect();
@@ -153,9 +185,8 @@ fn threads_sharing_a_cpu_race_on_its_freelist() {
         done.store(true, Ordering::Relaxed);
         for live in joined {
             let live = live.unwrap_or_else(|e| std::panic::resume_unwind(e));
-            for (p, seed) in live {
-                assert!(verify(p, 48, seed), "object corrupted");
-                m.slab.kmem_cache_free(cache, p.0).unwrap();
+            for object in live {
+                give_back(m, cache, 48, object);
             }
         }
     });
@@ -192,30 +223,8 @@ fn exclusive_owners_meet_a_flusher_from_outside() {
                 s.spawn(move || {
                     let bind = cpus.bind_exclusive(cpu).unwrap();
                     assert!(bind.is_exclusive());
-                    let mut live: Vec<(SendPtr, usize, bool)> = Vec::new();
-                    for i in 0..OPS {
-                        let seed = cpu * 10_000_000 + i;
-                        if live.len() < 64 && (i * 7 + cpu) % 3 != 0 {
-                            // Half from the cache, half from kmalloc-64.
-                            let from_cache = i % 2 == 0;
-                            let p = if from_cache {
-                                m.slab.kmem_cache_alloc(cache, GFP_KERNEL).unwrap()
-                            } else {
-                                m.slab.kmalloc(40, GFP_KERNEL).unwrap()
-                            };
-                            fill(SendPtr(p), 40, seed);
-                            live.push((SendPtr(p), seed, from_cache));
-                        } else if !live.is_empty() {
-                            let (p, seed, from_cache) = live.swap_remove((i * 31) % live.len());
-                            assert!(verify(p, 40, seed), "object corrupted");
-                            if from_cache {
-                                m.slab.kmem_cache_free(cache, p.0).unwrap();
-                            } else {
-                                m.slab.kfree(Some(p.0)).unwrap();
-                            }
-                        }
-                    }
-                    live
+                    // Half from the cache, half from kmalloc-64.
+                    churn(m, cache, 40, OPS, cpu, true)
                 })
             })
             .collect();
@@ -223,13 +232,8 @@ fn exclusive_owners_meet_a_flusher_from_outside() {
         done.store(true, Ordering::Relaxed);
         for live in joined {
             let live = live.unwrap_or_else(|e| std::panic::resume_unwind(e));
-            for (p, seed, from_cache) in live {
-                assert!(verify(p, 40, seed), "object corrupted");
-                if from_cache {
-                    m.slab.kmem_cache_free(cache, p.0).unwrap();
-                } else {
-                    m.slab.kfree(Some(p.0)).unwrap();
-                }
+            for object in live {
+                give_back(m, cache, 40, object);
             }
         }
     });
