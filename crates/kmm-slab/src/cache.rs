@@ -647,13 +647,10 @@ impl SlabAllocator {
             if head == F_CLOSED || base.is_null() || off > last {
                 break;
             }
-            // The snapshot is consistent, so these verdicts are about the
-            // slab this CPU held at that moment.
-            if !cache.is_object_start(off, last) {
-                return Err(cold::not_object_start(cache, addr));
-            }
-            if off == head as usize {
-                return Err(cold::double_free(cache, addr));
+            // The snapshot is consistent, so the verdict is about the slab
+            // this CPU held at that moment.
+            if !cache.is_object_start(off, last) || off == head as usize {
+                return Err(cold::bad_cpu_free(cache, addr, off, last));
             }
             // SAFETY: `base + off` is an object start of a slab of this cache
             // (`off <= last`), and the object is the caller's, given back:
@@ -946,10 +943,7 @@ impl SlabAllocator {
                 break base.wrapping_add(off);
             }
         };
-        match NonNull::new(obj) {
-            Some(obj) if !gfp.contains(Gfp::ZERO) => Ok(obj),
-            _ => self.hand_out(cache, obj, gfp),
-        }
+        self.handed(cache, obj, gfp)
     }
 
     /// [`SlabAllocator::cache_alloc`] for the CPU's exclusive owner: the same
@@ -986,9 +980,17 @@ impl SlabAllocator {
         slot.ft
             .store(pack(head32(next), tid.wrapping_add(1)), Release);
         slot.leave();
-        match NonNull::new(base.wrapping_add(off)) {
+        self.handed(cache, base.wrapping_add(off), gfp)
+    }
+
+    /// A popped object as the fast paths return it: as is in the common
+    /// case, through [`SlabAllocator::hand_out`] (out of line) when it must
+    /// be zeroed or is null.
+    #[inline(always)]
+    fn handed(&self, cache: &Cache, obj: *mut u8, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+        match NonNull::new(obj) {
             Some(obj) if !gfp.contains(Gfp::ZERO) => Ok(obj),
-            _ => self.hand_out(cache, base.wrapping_add(off), gfp),
+            _ => self.hand_out(cache, obj, gfp),
         }
     }
 
