@@ -269,22 +269,34 @@ fn replay<H: Heap>(heap: &mut H, prefix: &Prefix, objects: &mut [Option<Object>]
     refused
 }
 
-/// kmalloc of a booted machine.
-struct Kmalloc(MemoryManager);
+/// kmalloc of a booted machine, replayed by a thread that holds CPU 1 of
+/// two exclusively, as `kmm-sim replay` does.
+struct Kmalloc {
+    mm: MemoryManager,
+    _cpu: kmm_host::CpuBinding<'static>,
+}
 
 impl Kmalloc {
-    /// A 256 MiB x86-64 machine on host memory with one CPU and per-CPU page lists.
+    /// A 256 MiB x86-64 machine on host memory with two CPUs and per-CPU
+    /// page lists, and the bench thread's exclusive hold on CPU 1 (released
+    /// when the heap drops; the `HostCpus` is leaked so the hold can live here).
     fn boot() -> Kmalloc {
-        let mm = MemoryManager::boot(MachineConfig {
-            arch: Arch::X86_64,
-            memory: MemorySpec::Size(256 << 20),
-            cpus: 1,
-            pcp: Some(true),
-            min_free_kbytes: None,
-            backing: Backing::Host,
-        })
+        let host: &'static std::sync::Arc<kmm_host::HostCpus> =
+            Box::leak(Box::new(std::sync::Arc::new(kmm_host::HostCpus::new(2))));
+        let mm = MemoryManager::boot_with(
+            MachineConfig {
+                arch: Arch::X86_64,
+                memory: MemorySpec::Size(256 << 20),
+                cpus: 2,
+                pcp: Some(true),
+                min_free_kbytes: None,
+                backing: Backing::Host,
+            },
+            host.clone(),
+        )
         .expect("a 256 MiB machine boots");
-        Kmalloc(mm)
+        let hold = host.bind_exclusive(1).expect("CPU 1 is free");
+        Kmalloc { mm, _cpu: hold }
     }
 
     /// The size kmalloc is asked for: a multiple of `align` above kmalloc's own 8 bytes, which
@@ -303,11 +315,11 @@ impl Kmalloc {
 // keeps the first `min(old, new)` bytes and leaves the object alone when it fails.
 unsafe impl Heap for Kmalloc {
     fn alloc(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
-        self.0.kmalloc(Self::size(size, align), GFP_KERNEL).ok()
+        self.mm.kmalloc(Self::size(size, align), GFP_KERNEL).ok()
     }
 
     unsafe fn free(&mut self, ptr: NonNull<u8>, _size: usize, _align: usize) {
-        self.0.kfree(Some(ptr)).expect("kfree of a live object");
+        self.mm.kfree(Some(ptr)).expect("kfree of a live object");
     }
 
     unsafe fn realloc(
@@ -318,7 +330,7 @@ unsafe impl Heap for Kmalloc {
         new: usize,
     ) -> Option<NonNull<u8>> {
         let size = Self::size(new, align);
-        self.0.krealloc(Some(ptr), size, GFP_KERNEL).ok()
+        self.mm.krealloc(Some(ptr), size, GFP_KERNEL).ok()
     }
 }
 

@@ -253,7 +253,7 @@ impl SlabAllocator {
 
     /// The cache with id `id`. A reference, not a clone: the hot paths must
     /// not touch the `Arc`'s shared count, which would bounce between CPUs.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn cache_by_id(&self, id: u32) -> Option<&Arc<Cache>> {
         self.caches.get(id as usize)?.get()
     }
@@ -449,23 +449,29 @@ impl SlabAllocator {
         let mut discard = Vec::new();
         {
             let mut guards = CpuSlot::close_all(&c.cpu, &*self.cpus);
-            let mut n = c.node.lock();
-            let live = n
-                .total_objects
-                .saturating_sub(self.free_objects(c, &n, &guards));
-            if live > 0 {
-                return Err(SlabError::LiveObjects {
-                    cache: c.name.clone(),
-                    count: live,
-                });
-            }
-            if c.destroyed.swap(true, Relaxed) {
-                return Err(SlabError::Destroyed {
-                    cache: c.name.clone(),
-                });
+            {
+                let n = c.node.lock();
+                let live = n
+                    .total_objects
+                    .saturating_sub(self.free_objects(c, &n, &guards));
+                if live > 0 {
+                    return Err(SlabError::LiveObjects {
+                        cache: c.name.clone(),
+                        count: live,
+                    });
+                }
+                if c.destroyed.swap(true, Relaxed) {
+                    return Err(SlabError::Destroyed {
+                        cache: c.name.clone(),
+                    });
+                }
             }
             // Empty every CPU slot before opening it again: the fast paths
             // do not look at `destroyed`, so nothing may be left to pop.
+            for g in &guards {
+                self.drain_sheaf(c, g, 0);
+            }
+            let mut n = c.node.lock();
             for g in &mut guards {
                 let d = self.deactivate(c, g, &mut n);
                 if d != NO_SLAB {

@@ -11,18 +11,23 @@ use core::fmt;
 
 use spin::Once;
 
-/// A two-level array of `dir * chunk` entries of `T`.
+/// A two-level array of `dir * chunk` entries of `T`; `chunk` is a power of
+/// two, so finding an entry is a shift and a mask, not a division.
 pub(crate) struct Table<T> {
     dir: Box<[Once<Box<[T]>>]>,
     chunk: usize,
+    shift: u32,
 }
 
 impl<T: Default> Table<T> {
-    /// A table of up to `dir * chunk` entries; nothing is allocated but the directory.
+    /// A table of up to `dir * chunk` entries (`chunk` rounded up to a power
+    /// of two); nothing is allocated but the directory.
     pub(crate) fn new(dir: usize, chunk: usize) -> Table<T> {
+        let chunk = chunk.max(1).next_power_of_two();
         Table {
             dir: (0..dir).map(|_| Once::new()).collect(),
             chunk,
+            shift: chunk.trailing_zeros(),
         }
     }
 
@@ -32,22 +37,22 @@ impl<T: Default> Table<T> {
     }
 
     /// Entry `id`, if its chunk exists.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn get(&self, id: usize) -> Option<&T> {
-        let chunk = self.dir.get(id / self.chunk)?.get()?;
-        chunk.get(id % self.chunk)
+        let chunk = self.dir.get(id >> self.shift)?.get()?;
+        chunk.get(id & (self.chunk - 1))
     }
 
     /// Entry `id`, allocating its chunk if needed; `None` beyond the capacity.
     pub(crate) fn get_or_alloc(&self, id: usize) -> Option<&T> {
-        let slot = self.dir.get(id / self.chunk)?;
+        let slot = self.dir.get(id >> self.shift)?;
         let chunk = slot.call_once(|| {
             (0..self.chunk)
                 .map(|_| T::default())
                 .collect::<Vec<T>>()
                 .into_boxed_slice()
         });
-        chunk.get(id % self.chunk)
+        chunk.get(id & (self.chunk - 1))
     }
 
     /// Every allocated entry with its id.

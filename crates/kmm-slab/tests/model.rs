@@ -7,7 +7,7 @@ mod common;
 use core::ptr::NonNull;
 use std::collections::BTreeMap;
 
-use common::boot;
+use common::{boot, boot_sole};
 use kmm_gfp::GFP_KERNEL;
 use kmm_slab::{KmemCache, SlabError, SlabFlags};
 use proptest::prelude::*;
@@ -78,122 +78,197 @@ proptest! {
 
     #[test]
     fn slab_matches_model(ops in prop::collection::vec(op(), 1..120)) {
-        let (m, cpus) = boot(2);
-        let free0 = m.buddy_free();
-        let mut caches: Vec<(KmemCache, bool)> = Vec::new();
-        let mut live: BTreeMap<usize, (NonNull<u8>, Live)> = BTreeMap::new();
-        let mut tag = 0u8;
-        for (i, op) in ops.iter().enumerate() {
-            match *op {
-                Op::Create { size, align, flags } => {
-                    let mut f = SlabFlags::empty();
-                    if flags & 1 != 0 { f |= SlabFlags::HWCACHE_ALIGN; }
-                    if flags & 2 != 0 { f |= SlabFlags::POISON; }
-                    if flags & 4 != 0 { f |= SlabFlags::RED_ZONE; }
-                    let c = m.slab.kmem_cache_create(&format!("c{i}"), size, align, f, None).unwrap();
-                    prop_assert!(c.size() >= size && c.size() % c.align() == 0);
-                    prop_assert!(align == 0 || c.align() >= align);
-                    caches.push((c, true));
-                }
-                Op::Alloc { cache, cpu } => {
-                    let Some((c, alive)) = caches.get(cache) else { continue };
-                    cpus.set_current(cpu).unwrap();
-                    let r = m.slab.kmem_cache_alloc(c, GFP_KERNEL);
-                    if !alive {
-                        let destroyed = matches!(r, Err(SlabError::Destroyed { .. }));
-                        prop_assert!(destroyed);
-                        continue;
-                    }
-                    let p = r.unwrap();
-                    prop_assert_eq!(p.as_ptr().addr() % c.align(), 0);
-                    prop_assert_eq!(m.slab.cache_of(p), Some(c.name().to_string()));
-                    tag = tag.wrapping_add(1);
-                    stamp(p, c.object_size(), tag);
-                    let fresh = live.insert(p.as_ptr().addr(), (p, Live { cache: Some(cache), size: c.object_size(), tag })).is_none();
-                    prop_assert!(fresh);
-                }
-                Op::Kmalloc { size, cpu } => {
-                    cpus.set_current(cpu).unwrap();
-                    let p = m.slab.kmalloc(size, GFP_KERNEL).unwrap();
-                    if size == 0 { continue; }
-                    prop_assert!(m.slab.ksize(p).unwrap() >= size);
-                    tag = tag.wrapping_add(1);
-                    stamp(p, size, tag);
-                    let fresh = live.insert(p.as_ptr().addr(), (p, Live { cache: None, size, tag })).is_none();
-                    prop_assert!(fresh);
-                }
-                Op::Free { which, cpu } => {
-                    if live.is_empty() { continue; }
-                    let key = *live.keys().nth(which % live.len()).unwrap();
-                    let (p, l) = live.remove(&key).unwrap();
-                    prop_assert!(check_stamp(p, l.size, l.tag), "object contents corrupted");
-                    cpus.set_current(cpu).unwrap();
-                    match l.cache {
-                        Some(c) => m.slab.kmem_cache_free(&caches[c].0, p).unwrap(),
-                        None => m.slab.kfree(Some(p)).unwrap(),
-                    }
-                }
-                Op::Shrink { cache } => {
-                    let Some((c, true)) = caches.get(cache) else { continue };
-                    let empty = m.slab.kmem_cache_shrink(c).unwrap();
-                    let has_live = live.values().any(|(_, l)| l.cache == Some(cache));
-                    prop_assert_eq!(empty, !has_live);
-                }
-                Op::Destroy { cache } => {
-                    let Some((c, alive)) = caches.get_mut(cache) else { continue };
-                    let n = live.values().filter(|(_, l)| l.cache == Some(cache)).count();
-                    let r = m.slab.kmem_cache_destroy(c);
-                    if !*alive {
-                        let destroyed = matches!(r, Err(SlabError::Destroyed { .. }));
-                        prop_assert!(destroyed);
-                    } else if n > 0 {
-                        prop_assert_eq!(r, Err(SlabError::LiveObjects { cache: c.name().into(), count: n }));
-                    } else {
-                        prop_assert_eq!(r, Ok(()));
-                        *alive = false;
-                    }
-                }
-            }
-            // No two live objects overlap.
-            let mut end = 0usize;
-            for (&a, (_, l)) in &live {
-                prop_assert!(a >= end, "overlap at {a:#x}");
-                end = a + l.size;
-            }
-            // slabinfo counts match the model, and its rows are self-consistent.
-            let rows = m.slab.slabinfo_rows();
-            for (idx, (c, alive)) in caches.iter().enumerate() {
-                let row = rows.iter().find(|r| r.name == c.name());
-                prop_assert_eq!(row.is_some(), *alive);
-                if let Some(r) = row {
-                    let n = live.values().filter(|(_, l)| l.cache == Some(idx)).count();
-                    prop_assert_eq!(r.active_objs, n);
-                    prop_assert_eq!(r.num_objs, r.num_slabs * r.objperslab);
-                    prop_assert_eq!(r.pages, r.num_slabs * r.pagesperslab);
-                }
-            }
-            let kmalloc_live = live.values().filter(|(_, l)| l.cache.is_none() && l.size <= 8192).count();
-            let kmalloc_active: usize = rows.iter().filter(|r| r.name.starts_with("kmalloc-")).map(|r| r.active_objs).sum();
-            prop_assert_eq!(kmalloc_active, kmalloc_live);
-            let large: usize = live.values().filter(|(_, l)| l.cache.is_none() && l.size > 8192)
-                .map(|(_, l)| l.size.div_ceil(4096).next_power_of_two()).sum();
-            prop_assert_eq!(m.slab.large_kmalloc_pages(), large);
-            let pages: usize = rows.iter().map(|r| r.pages).sum();
-            prop_assert_eq!(m.slab.meminfo().slab_kb(), 4 * (pages + large) as u64);
-            m.slab.check_invariants().map_err(TestCaseError::fail)?;
-        }
-        // Free everything, shrink: every page is back in the buddy.
-        for (_, (p, l)) in core::mem::take(&mut live) {
-            prop_assert!(check_stamp(p, l.size, l.tag));
-            match l.cache {
-                Some(c) => m.slab.kmem_cache_free(&caches[c].0, p).unwrap(),
-                None => m.slab.kfree(Some(p)).unwrap(),
-            }
-        }
-        m.slab.shrink_all();
-        prop_assert_eq!(m.slab.slab_pages(), 0);
-        prop_assert_eq!(m.slab.large_kmalloc_pages(), 0);
-        m.slab.check_invariants().map_err(TestCaseError::fail)?;
-        prop_assert_eq!(m.buddy_free(), free0);
+        run(&ops, false)?;
     }
+
+    /// The same on CPUs the test's thread holds exclusively: frees outside
+    /// the CPU slab go to the CPU's sheaf, and allocations take from it first.
+    #[test]
+    fn slab_matches_model_on_exclusive_cpus(ops in prop::collection::vec(op(), 1..160)) {
+        run(&ops, true)?;
+    }
+}
+
+/// Runs `ops` against the model, checking after every step.
+fn run(ops: &[Op], exclusive: bool) -> Result<(), TestCaseError> {
+    let (m, cpus) = if exclusive { boot_sole(2) } else { boot(2) };
+    let free0 = m.buddy_free();
+    let mut caches: Vec<(KmemCache, bool)> = Vec::new();
+    let mut live: BTreeMap<usize, (NonNull<u8>, Live)> = BTreeMap::new();
+    let mut tag = 0u8;
+    for (i, op) in ops.iter().enumerate() {
+        match *op {
+            Op::Create { size, align, flags } => {
+                let mut f = SlabFlags::empty();
+                if flags & 1 != 0 {
+                    f |= SlabFlags::HWCACHE_ALIGN;
+                }
+                if flags & 2 != 0 {
+                    f |= SlabFlags::POISON;
+                }
+                if flags & 4 != 0 {
+                    f |= SlabFlags::RED_ZONE;
+                }
+                let c = m
+                    .slab
+                    .kmem_cache_create(&format!("c{i}"), size, align, f, None)
+                    .unwrap();
+                prop_assert!(c.size() >= size && c.size() % c.align() == 0);
+                prop_assert!(align == 0 || c.align() >= align);
+                caches.push((c, true));
+            }
+            Op::Alloc { cache, cpu } => {
+                let Some((c, alive)) = caches.get(cache) else {
+                    continue;
+                };
+                cpus.set_current(cpu).unwrap();
+                let r = m.slab.kmem_cache_alloc(c, GFP_KERNEL);
+                if !alive {
+                    let destroyed = matches!(r, Err(SlabError::Destroyed { .. }));
+                    prop_assert!(destroyed);
+                    continue;
+                }
+                let p = r.unwrap();
+                prop_assert_eq!(p.as_ptr().addr() % c.align(), 0);
+                prop_assert_eq!(m.slab.cache_of(p), Some(c.name().to_string()));
+                tag = tag.wrapping_add(1);
+                stamp(p, c.object_size(), tag);
+                let fresh = live
+                    .insert(
+                        p.as_ptr().addr(),
+                        (
+                            p,
+                            Live {
+                                cache: Some(cache),
+                                size: c.object_size(),
+                                tag,
+                            },
+                        ),
+                    )
+                    .is_none();
+                prop_assert!(fresh);
+            }
+            Op::Kmalloc { size, cpu } => {
+                cpus.set_current(cpu).unwrap();
+                let p = m.slab.kmalloc(size, GFP_KERNEL).unwrap();
+                if size == 0 {
+                    continue;
+                }
+                prop_assert!(m.slab.ksize(p).unwrap() >= size);
+                tag = tag.wrapping_add(1);
+                stamp(p, size, tag);
+                let fresh = live
+                    .insert(
+                        p.as_ptr().addr(),
+                        (
+                            p,
+                            Live {
+                                cache: None,
+                                size,
+                                tag,
+                            },
+                        ),
+                    )
+                    .is_none();
+                prop_assert!(fresh);
+            }
+            Op::Free { which, cpu } => {
+                if live.is_empty() {
+                    continue;
+                }
+                let key = *live.keys().nth(which % live.len()).unwrap();
+                let (p, l) = live.remove(&key).unwrap();
+                prop_assert!(check_stamp(p, l.size, l.tag), "object contents corrupted");
+                cpus.set_current(cpu).unwrap();
+                match l.cache {
+                    Some(c) => m.slab.kmem_cache_free(&caches[c].0, p).unwrap(),
+                    None => m.slab.kfree(Some(p)).unwrap(),
+                }
+            }
+            Op::Shrink { cache } => {
+                let Some((c, true)) = caches.get(cache) else {
+                    continue;
+                };
+                let empty = m.slab.kmem_cache_shrink(c).unwrap();
+                let has_live = live.values().any(|(_, l)| l.cache == Some(cache));
+                prop_assert_eq!(empty, !has_live);
+            }
+            Op::Destroy { cache } => {
+                let Some((c, alive)) = caches.get_mut(cache) else {
+                    continue;
+                };
+                let n = live
+                    .values()
+                    .filter(|(_, l)| l.cache == Some(cache))
+                    .count();
+                let r = m.slab.kmem_cache_destroy(c);
+                if !*alive {
+                    let destroyed = matches!(r, Err(SlabError::Destroyed { .. }));
+                    prop_assert!(destroyed);
+                } else if n > 0 {
+                    prop_assert_eq!(
+                        r,
+                        Err(SlabError::LiveObjects {
+                            cache: c.name().into(),
+                            count: n
+                        })
+                    );
+                } else {
+                    prop_assert_eq!(r, Ok(()));
+                    *alive = false;
+                }
+            }
+        }
+        // No two live objects overlap.
+        let mut end = 0usize;
+        for (&a, (_, l)) in &live {
+            prop_assert!(a >= end, "overlap at {a:#x}");
+            end = a + l.size;
+        }
+        // slabinfo counts match the model, and its rows are self-consistent.
+        let rows = m.slab.slabinfo_rows();
+        for (idx, (c, alive)) in caches.iter().enumerate() {
+            let row = rows.iter().find(|r| r.name == c.name());
+            prop_assert_eq!(row.is_some(), *alive);
+            if let Some(r) = row {
+                let n = live.values().filter(|(_, l)| l.cache == Some(idx)).count();
+                prop_assert_eq!(r.active_objs, n);
+                prop_assert_eq!(r.num_objs, r.num_slabs * r.objperslab);
+                prop_assert_eq!(r.pages, r.num_slabs * r.pagesperslab);
+            }
+        }
+        let kmalloc_live = live
+            .values()
+            .filter(|(_, l)| l.cache.is_none() && l.size <= 8192)
+            .count();
+        let kmalloc_active: usize = rows
+            .iter()
+            .filter(|r| r.name.starts_with("kmalloc-"))
+            .map(|r| r.active_objs)
+            .sum();
+        prop_assert_eq!(kmalloc_active, kmalloc_live);
+        let large: usize = live
+            .values()
+            .filter(|(_, l)| l.cache.is_none() && l.size > 8192)
+            .map(|(_, l)| l.size.div_ceil(4096).next_power_of_two())
+            .sum();
+        prop_assert_eq!(m.slab.large_kmalloc_pages(), large);
+        let pages: usize = rows.iter().map(|r| r.pages).sum();
+        prop_assert_eq!(m.slab.meminfo().slab_kb(), 4 * (pages + large) as u64);
+        m.slab.check_invariants().map_err(TestCaseError::fail)?;
+    }
+    // Free everything, shrink: every page is back in the buddy.
+    for (_, (p, l)) in core::mem::take(&mut live) {
+        prop_assert!(check_stamp(p, l.size, l.tag));
+        match l.cache {
+            Some(c) => m.slab.kmem_cache_free(&caches[c].0, p).unwrap(),
+            None => m.slab.kfree(Some(p)).unwrap(),
+        }
+    }
+    m.slab.shrink_all();
+    prop_assert_eq!(m.slab.slab_pages(), 0);
+    prop_assert_eq!(m.slab.large_kmalloc_pages(), 0);
+    m.slab.check_invariants().map_err(TestCaseError::fail)?;
+    prop_assert_eq!(m.buddy_free(), free0);
+    Ok(())
 }

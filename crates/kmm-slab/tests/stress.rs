@@ -81,7 +81,21 @@ fn give_back(m: &Machine, cache: &KmemCache, size: usize, (p, seed, from_cache):
 
 #[test]
 fn alloc_on_one_cpu_free_on_another() {
-    let (m, cpus) = boot_host(2);
+    alloc_here_free_there(false);
+}
+
+/// The same between two CPUs their threads hold exclusively: the frees land
+/// on the freeing CPU's sheaf, which it allocates from next, so objects of
+/// slabs frozen on one CPU move through the other's sheaf.
+#[test]
+fn alloc_on_one_exclusive_cpu_free_on_another() {
+    alloc_here_free_there(true);
+}
+
+/// Two threads, each allocating and filling objects that the other checks
+/// and frees; on CPUs 0 and 1 shared, or 1 and 2 held exclusively.
+fn alloc_here_free_there(exclusive: bool) {
+    let (m, cpus) = boot_host(3);
     let free0 = m.buddy_free();
     let cache = m
         .slab
@@ -93,7 +107,11 @@ fn alloc_on_one_cpu_free_on_another() {
         for (cpu, tx, rx) in [(0usize, to1, from1), (1, to0, from0)] {
             let (m, cpus, cache) = (&m, &cpus, &cache);
             s.spawn(move || {
-                let _bind = cpus.bind(cpu).unwrap();
+                let _bind = if exclusive {
+                    cpus.bind_exclusive(cpu + 1).unwrap()
+                } else {
+                    cpus.bind(cpu).unwrap()
+                };
                 let mut sent = 0;
                 let mut got = 0;
                 while sent < ROUNDS || got < ROUNDS {
