@@ -279,10 +279,9 @@ struct Kmalloc {
 impl Kmalloc {
     /// A 256 MiB x86-64 machine on host memory with two CPUs and per-CPU
     /// page lists, and the bench thread's exclusive hold on CPU 1 (released
-    /// when the heap drops; the `HostCpus` is leaked so the hold can live here).
+    /// when the heap drops).
     fn boot() -> Kmalloc {
-        let host: &'static std::sync::Arc<kmm_host::HostCpus> =
-            Box::leak(Box::new(std::sync::Arc::new(kmm_host::HostCpus::new(2))));
+        let host = std::sync::Arc::new(kmm_host::HostCpus::new(2));
         let mm = MemoryManager::boot_with(
             MachineConfig {
                 arch: Arch::X86_64,
@@ -295,7 +294,7 @@ impl Kmalloc {
             host.clone(),
         )
         .expect("a 256 MiB machine boots");
-        let hold = host.bind_exclusive(1).expect("CPU 1 is free");
+        let hold = host.bind_owned(1, true).expect("CPU 1 is free");
         Kmalloc { mm, _cpu: hold }
     }
 

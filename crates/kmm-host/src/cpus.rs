@@ -2,8 +2,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, OnceLock};
 
 use kmm_percpu::CpuContext;
 use rustix::thread::{MembarrierCommand, membarrier};
@@ -154,6 +154,35 @@ impl HostCpus {
         self.bind_as(cpu, Claim::Exclusive)
     }
 
+    /// [`HostCpus::bind`] (or, with `exclusive`, [`HostCpus::bind_exclusive`])
+    /// for a binding that keeps its machine alive: it holds a clone of the
+    /// `Arc`, so it can live in a struct beside the machine it binds to
+    /// (a heap, a global allocator's thread-local) without a borrow.
+    ///
+    /// # Errors
+    ///
+    /// As [`HostCpus::bind`] and [`HostCpus::bind_exclusive`].
+    pub fn bind_owned(
+        self: &Arc<Self>,
+        cpu: usize,
+        exclusive: bool,
+    ) -> Result<CpuBinding<'static>, HostError> {
+        let b = if exclusive {
+            self.bind_exclusive(cpu)?
+        } else {
+            self.bind(cpu)?
+        };
+        let (cpu, exclusive) = (b.cpu, b.exclusive);
+        // The binding moves to the owning form: the thread stays bound.
+        core::mem::forget(b);
+        Ok(CpuBinding {
+            cpus: Machine::Owned(Arc::clone(self)),
+            cpu,
+            exclusive,
+            _not_send: PhantomData,
+        })
+    }
+
     /// [`HostCpus::bind`] with the claim to make on the CPU.
     fn bind_as(&self, cpu: usize, claim: Claim) -> Result<CpuBinding<'_>, HostError> {
         if cpu >= self.nr_cpus {
@@ -180,7 +209,7 @@ impl HostCpus {
         })
         .unwrap_or(Err(HostError::ThreadExiting))?;
         Ok(CpuBinding {
-            cpus: self,
+            cpus: Machine::Borrowed(self),
             cpu,
             exclusive: claim == Claim::Exclusive,
             _not_send: PhantomData,
@@ -356,10 +385,27 @@ impl CpuContext for HostCpus {
 #[derive(Debug)]
 #[must_use = "the thread is unbound as soon as the binding is dropped"]
 pub struct CpuBinding<'a> {
-    cpus: &'a HostCpus,
+    cpus: Machine<'a>,
     cpu: usize,
     exclusive: bool,
     _not_send: PhantomData<*const ()>,
+}
+
+/// The machine a [`CpuBinding`] binds to: borrowed, or kept alive by the
+/// binding ([`HostCpus::bind_owned`]).
+#[derive(Debug)]
+enum Machine<'a> {
+    Borrowed(&'a HostCpus),
+    Owned(Arc<HostCpus>),
+}
+
+impl Machine<'_> {
+    fn get(&self) -> &HostCpus {
+        match self {
+            Machine::Borrowed(m) => m,
+            Machine::Owned(m) => m,
+        }
+    }
 }
 
 impl CpuBinding<'_> {
@@ -377,7 +423,7 @@ impl CpuBinding<'_> {
 
 impl Drop for CpuBinding<'_> {
     fn drop(&mut self) {
-        self.cpus.update(|entry| entry.bound = false);
+        self.cpus.get().update(|entry| entry.bound = false);
     }
 }
 

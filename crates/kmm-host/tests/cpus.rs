@@ -264,3 +264,50 @@ fn an_exclusive_cpu_is_kept_until_preemption_comes_back() {
         s.spawn(|| assert!(cpus.bind(1).is_ok()));
     });
 }
+
+#[test]
+fn an_owned_binding_keeps_its_machine_and_gives_the_cpu_back() {
+    let cpus = std::sync::Arc::new(HostCpus::new(3));
+    let weak = std::sync::Arc::downgrade(&cpus);
+    // Refusals are the borrowed bindings' and change nothing.
+    assert!(matches!(
+        cpus.bind_owned(0, true),
+        Err(HostError::CpuBusy { cpu: 0 })
+    ));
+    assert!(matches!(
+        cpus.bind_owned(7, false),
+        Err(HostError::CpuOutOfRange { cpu: 7, .. })
+    ));
+    check(&cpus, 0, None, 0);
+    let hold = cpus.bind_owned(2, true).unwrap();
+    assert!(hold.is_exclusive());
+    assert_eq!(hold.cpu(), 2);
+    let machine = std::sync::Arc::clone(&cpus);
+    // The binding alone keeps the machine alive.
+    drop(cpus);
+    assert!(weak.upgrade().is_some());
+    check(&machine, 2, Some(2), 0);
+    assert_eq!(machine.current_cpu_exclusive(), (2, true));
+    thread::scope(|s| {
+        s.spawn(|| {
+            assert!(matches!(
+                machine.bind(2),
+                Err(HostError::CpuBusy { cpu: 2 })
+            ));
+        });
+    });
+    drop(hold);
+    check(&machine, 0, None, 0);
+    thread::scope(|s| {
+        s.spawn(|| {
+            let b = machine.bind_exclusive(2).unwrap();
+            assert!(b.is_exclusive());
+        });
+    });
+    let shared = machine.bind_owned(1, false).unwrap();
+    assert!(!shared.is_exclusive());
+    check(&machine, 1, Some(1), 0);
+    drop(machine);
+    drop(shared);
+    assert!(weak.upgrade().is_none());
+}

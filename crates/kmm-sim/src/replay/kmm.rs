@@ -33,8 +33,7 @@ pub(crate) struct KmmHeap {
     /// The machine.
     mm: MemoryManager,
     /// The replaying thread's hold on CPU 1 (`None` if the host refused it: the thread then
-    /// runs as CPU 0, sharing it). Its `HostCpus` is leaked (a few words per heap) so that the
-    /// binding can live in the heap.
+    /// runs as CPU 0, sharing it), which keeps its `HostCpus` alive.
     _cpu: Option<CpuBinding<'static>>,
     /// Pages allocated right after boot (the machine's own: interrupt stacks, per-CPU chunks),
     /// which must be all that is allocated once the replay freed everything.
@@ -51,7 +50,7 @@ pub(crate) fn kmm_heap(mem: u64) -> Result<Box<dyn ReplayHeap>, String> {
 impl KmmHeap {
     /// Boots the machine.
     pub(crate) fn new(mem: u64) -> Result<KmmHeap, String> {
-        let host: &'static Arc<HostCpus> = Box::leak(Box::new(Arc::new(HostCpus::new(2))));
+        let host = Arc::new(HostCpus::new(2));
         let mm = MemoryManager::boot_with(
             MachineConfig {
                 arch: Arch::X86_64,
@@ -68,7 +67,7 @@ impl KmmHeap {
         let boot_allocated = mm.summary().allocated_pages;
         Ok(KmmHeap {
             mm,
-            _cpu: host.bind_exclusive(1).ok(),
+            _cpu: host.bind_owned(1, true).ok(),
             boot_allocated,
             slab_requested: 0,
         })
