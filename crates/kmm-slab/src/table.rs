@@ -11,23 +11,18 @@ use core::fmt;
 
 use spin::Once;
 
-/// A two-level array of `dir * chunk` entries of `T`; `chunk` is a power of
-/// two, so finding an entry is a shift and a mask, not a division.
+/// A two-level array of `dir * chunk` entries of `T`.
 pub(crate) struct Table<T> {
     dir: Box<[Once<Box<[T]>>]>,
     chunk: usize,
-    shift: u32,
 }
 
 impl<T: Default> Table<T> {
-    /// A table of up to `dir * chunk` entries (`chunk` rounded up to a power
-    /// of two); nothing is allocated but the directory.
+    /// A table of up to `dir * chunk` entries; nothing is allocated but the directory.
     pub(crate) fn new(dir: usize, chunk: usize) -> Table<T> {
-        let chunk = chunk.max(1).next_power_of_two();
         Table {
             dir: (0..dir).map(|_| Once::new()).collect(),
             chunk,
-            shift: chunk.trailing_zeros(),
         }
     }
 
@@ -37,22 +32,22 @@ impl<T: Default> Table<T> {
     }
 
     /// Entry `id`, if its chunk exists.
-    #[inline(always)]
+    #[inline]
     pub(crate) fn get(&self, id: usize) -> Option<&T> {
-        let chunk = self.dir.get(id >> self.shift)?.get()?;
-        chunk.get(id & (self.chunk - 1))
+        let chunk = self.dir.get(id / self.chunk)?.get()?;
+        chunk.get(id % self.chunk)
     }
 
     /// Entry `id`, allocating its chunk if needed; `None` beyond the capacity.
     pub(crate) fn get_or_alloc(&self, id: usize) -> Option<&T> {
-        let slot = self.dir.get(id >> self.shift)?;
+        let slot = self.dir.get(id / self.chunk)?;
         let chunk = slot.call_once(|| {
             (0..self.chunk)
                 .map(|_| T::default())
                 .collect::<Vec<T>>()
                 .into_boxed_slice()
         });
-        chunk.get(id & (self.chunk - 1))
+        chunk.get(id % self.chunk)
     }
 
     /// Every allocated entry with its id.
