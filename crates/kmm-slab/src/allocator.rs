@@ -449,29 +449,23 @@ impl SlabAllocator {
         let mut discard = Vec::new();
         {
             let mut guards = CpuSlot::close_all(&c.cpu, &*self.cpus);
-            {
-                let n = c.node.lock();
-                let live = n
-                    .total_objects
-                    .saturating_sub(self.free_objects(c, &n, &guards));
-                if live > 0 {
-                    return Err(SlabError::LiveObjects {
-                        cache: c.name.clone(),
-                        count: live,
-                    });
-                }
-                if c.destroyed.swap(true, Relaxed) {
-                    return Err(SlabError::Destroyed {
-                        cache: c.name.clone(),
-                    });
-                }
+            let mut n = c.node.lock();
+            let live = n
+                .total_objects
+                .saturating_sub(self.free_objects(c, &n, &guards));
+            if live > 0 {
+                return Err(SlabError::LiveObjects {
+                    cache: c.name.clone(),
+                    count: live,
+                });
+            }
+            if c.destroyed.swap(true, Relaxed) {
+                return Err(SlabError::Destroyed {
+                    cache: c.name.clone(),
+                });
             }
             // Empty every CPU slot before opening it again: the fast paths
             // do not look at `destroyed`, so nothing may be left to pop.
-            for g in &guards {
-                self.drain_sheaf(c, g, 0);
-            }
-            let mut n = c.node.lock();
             for g in &mut guards {
                 let d = self.deactivate(c, g, &mut n);
                 if d != NO_SLAB {

@@ -10,10 +10,7 @@
 //! [`CpuContext::current_cpu_exclusive`]) pops and pushes with plain loads and
 //! stores instead, raising the slot's `busy` flag around them; a thread
 //! closing another CPU's slot then calls [`CpuContext::remote_fence`] and
-//! waits for that flag to fall ([`CpuSlot::close_all`]). Such an owner keeps
-//! the objects it frees outside its CPU slab on the CPU's sheaf ([`Sheaf`])
-//! and allocates from it when the CPU freelist is empty. A free to a slab
-//! that is not the CPU's pushes onto the
+//! waits for that flag to fall ([`CpuSlot::close_all`]). A free to a slab that is not the CPU's pushes onto the
 //! slab's own freelist with one compare-exchange of its packed freelist and
 //! counters (`__slab_free`); the slab's state and the node partial list sit
 //! behind the cache's node lock (`list_lock`), which such a free takes first
@@ -204,12 +201,6 @@ fn head_off(head: u32) -> usize {
 /// [`CpuSlot::close_all`], which waits for `busy` to fall after a
 /// [`CpuContext::remote_fence`] and closes again if a plain store of the
 /// owner overwrote its close.
-///
-/// The slot also holds the CPU's sheaf (`struct slab_sheaf` of
-/// `cpu_sheaves`): an array of objects of this cache, from any of its slabs,
-/// that the exclusive owner freed and allocates again first. Only the
-/// exclusive owner inside a fast path (`busy` raised, slot seen open) and a
-/// thread holding the slot closed touch it; see [`Sheaf`].
 #[derive(Debug)]
 pub(crate) struct CpuSlot {
     ft: AtomicU64,
@@ -220,57 +211,6 @@ pub(crate) struct CpuSlot {
     last: AtomicUsize,
     len: AtomicUsize,
     slab: AtomicU32,
-    sheaf: Sheaf,
-}
-
-/// Objects a CPU's sheaf holds at most (`sheaf_capacity`).
-pub(crate) const SHEAF_CAPACITY: usize = 32;
-
-/// A CPU's sheaf: freed objects of other slabs than the CPU's, with their
-/// slab ids, handed out again last-in first-out. For the slab layer they
-/// are allocated (their slabs do not count them free); for `/proc/slabinfo`
-/// and the checks they are free. The fields are atomics used with relaxed
-/// ordering: the rules of [`CpuSlot`] make each change one thread's at a
-/// time, and the slot's `busy` flag and packed word publish it.
-#[derive(Debug)]
-struct Sheaf {
-    len: AtomicUsize,
-    objs: [AtomicPtr<u8>; SHEAF_CAPACITY],
-    slabs: [AtomicU32; SHEAF_CAPACITY],
-}
-
-impl Sheaf {
-    fn new() -> Sheaf {
-        Sheaf {
-            len: AtomicUsize::new(0),
-            objs: core::array::from_fn(|_| AtomicPtr::new(core::ptr::null_mut())),
-            slabs: core::array::from_fn(|_| AtomicU32::new(NO_SLAB)),
-        }
-    }
-
-    /// Takes the newest object, if any.
-    #[inline(always)]
-    fn pop(&self) -> Option<*mut u8> {
-        let n = self.len.load(Relaxed).checked_sub(1)?;
-        let obj = self.objs.get(n)?.load(Relaxed);
-        self.len.store(n, Relaxed);
-        Some(obj)
-    }
-
-    /// `(object, slab id)` at `i`.
-    fn get(&self, i: usize) -> Option<(*mut u8, u32)> {
-        Some((
-            self.objs.get(i)?.load(Relaxed),
-            self.slabs.get(i)?.load(Relaxed),
-        ))
-    }
-
-    fn set(&self, i: usize, obj: *mut u8, slab: u32) {
-        if let (Some(o), Some(s)) = (self.objs.get(i), self.slabs.get(i)) {
-            o.store(obj, Relaxed);
-            s.store(slab, Relaxed);
-        }
-    }
 }
 
 impl CpuSlot {
@@ -282,7 +222,6 @@ impl CpuSlot {
             last: AtomicUsize::new(0),
             len: AtomicUsize::new(0),
             slab: AtomicU32::new(NO_SLAB),
-            sheaf: Sheaf::new(),
         }
     }
 
@@ -760,7 +699,7 @@ impl SlabAllocator {
         let off = addr.wrapping_sub(base.addr());
         if head == F_CLOSED || base.is_null() || off > last {
             slot.leave();
-            return self.owner_free_other(cache, slot, obj, slab);
+            return self.free_slow(cache, obj, slab);
         }
         if !cache.is_object_start(off, last) || off == head as usize {
             slot.leave();
@@ -774,110 +713,6 @@ impl SlabAllocator {
             .store(pack(off as u32, tid.wrapping_add(1)), Release);
         slot.leave();
         Ok(())
-    }
-
-    /// An exclusive owner's free of an object outside the CPU slab
-    /// (`free_to_pcs`): validated through its frame, then pushed onto the
-    /// CPU's sheaf; a full sheaf first gives its older half back to the slabs.
-    #[inline(never)]
-    fn owner_free_other(
-        &self,
-        cache: &Cache,
-        slot: &CpuSlot,
-        obj: NonNull<u8>,
-        slab: Option<u32>,
-    ) -> Result<(), SlabError> {
-        let addr = obj.as_ptr().addr();
-        let (id, meta) = self.slab_of(cache, addr, slab)?;
-        let off = self.validate(cache, meta, addr)?;
-        if meta.fc().0 == off {
-            return Err(cold::double_free(cache, addr));
-        }
-        let (ft, _, _) = slot.enter();
-        if unpack(ft).0 == F_CLOSED {
-            slot.leave();
-            return self.free_slow(cache, obj, Some(id));
-        }
-        let sheaf = &slot.sheaf;
-        let n = sheaf.len.load(Relaxed);
-        let top = n.checked_sub(1).and_then(|i| sheaf.get(i));
-        if top.is_some_and(|(o, _)| o == obj.as_ptr()) {
-            slot.leave();
-            return Err(cold::double_free(cache, addr));
-        }
-        if n < SHEAF_CAPACITY {
-            sheaf.set(n, obj.as_ptr(), id);
-            sheaf.len.store(n + 1, Relaxed);
-            slot.leave();
-            return Ok(());
-        }
-        slot.leave();
-        let c = slot.close();
-        self.drain_sheaf(cache, &c, SHEAF_CAPACITY / 2);
-        let n = sheaf.len.load(Relaxed);
-        sheaf.set(n, obj.as_ptr(), id);
-        sheaf.len.store(n + 1, Relaxed);
-        drop(c);
-        Ok(())
-    }
-
-    /// Gives all but the newest `keep` objects of the sheaf of a slot the
-    /// caller holds closed back to their slabs (`sheaf_flush_unused`).
-    pub(crate) fn drain_sheaf(&self, cache: &Cache, c: &CpuGuard<'_>, keep: usize) {
-        let sheaf = &c.slot.sheaf;
-        let n = sheaf.len.load(Relaxed).min(SHEAF_CAPACITY);
-        let k = n.saturating_sub(keep);
-        for i in 0..k {
-            let Some((obj, id)) = sheaf.get(i) else { break };
-            let Some(meta) = self.meta(id) else { continue };
-            let Some(mem) = Self::slab_mem(meta) else {
-                continue;
-            };
-            let off = obj.addr().wrapping_sub(mem.base().as_ptr().addr());
-            // The objects were checked when they were pushed, so an error
-            // here is the slab layer's own: counted, and the object dropped.
-            if self.slab_free(cache, id, meta, &mem, off, None).is_err() {
-                self.internal_errors.fetch_add(1, Relaxed);
-            }
-        }
-        for i in k..n {
-            if let Some((obj, id)) = sheaf.get(i) {
-                sheaf.set(i - k, obj, id);
-            }
-        }
-        sheaf.len.store(n - k, Relaxed);
-    }
-
-    /// The objects on the sheaf of a slot the caller holds closed.
-    pub(crate) fn sheaf_len(c: &CpuGuard<'_>) -> usize {
-        c.slot.sheaf.len.load(Relaxed)
-    }
-
-    /// The slab id and descriptor of the object at `addr` (known already
-    /// when the caller is `kfree`), refusing large kmallocs and objects of
-    /// other caches.
-    fn slab_of(
-        &self,
-        cache: &Cache,
-        addr: usize,
-        slab: Option<u32>,
-    ) -> Result<(u32, &SlabMeta), SlabError> {
-        let id = match slab {
-            Some(id) => id,
-            None => match self.lookup(addr)? {
-                Lookup::Slab(id) => id,
-                Lookup::Large { .. } => {
-                    return Err(SlabError::WrongCache {
-                        addr,
-                        given: cache.name.clone(),
-                        actual: self.large_name.clone(),
-                    });
-                }
-            },
-        };
-        let meta = self.meta(id).ok_or(SlabError::ForeignPointer { addr })?;
-        self.other_cache(cache, meta, addr)?;
-        Ok((id, meta))
     }
 
     /// Checks that `meta` (looked up from the frame of `addr`) is a live slab
@@ -920,9 +755,8 @@ impl SlabAllocator {
         }
     }
 
-    /// `__slab_free`: frees to the slab's own freelist (remote frees, and
-    /// every free of a debug cache, which checks the object under the node
-    /// lock first).
+    /// `__slab_free`: frees to the slab's own freelist under the node lock
+    /// (remote frees, and every free of a debug cache).
     #[inline(never)]
     fn free_slow(
         &self,
@@ -931,12 +765,27 @@ impl SlabAllocator {
         slab: Option<u32>,
     ) -> Result<(), SlabError> {
         let addr = obj.as_ptr().addr();
-        let (id, meta) = self.slab_of(cache, addr, slab)?;
+        let id = match slab {
+            Some(id) => id,
+            None => match self.lookup(addr)? {
+                Lookup::Slab(id) => id,
+                Lookup::Large { .. } => {
+                    return Err(SlabError::WrongCache {
+                        addr,
+                        given: cache.name.clone(),
+                        actual: self.large_name.clone(),
+                    });
+                }
+            },
+        };
+        let meta = self.meta(id).ok_or(SlabError::ForeignPointer { addr })?;
+        self.other_cache(cache, meta, addr)?;
         // Debug caches check and free every object under the node lock;
         // the others take it only when the slab changes lists.
-        let node = cache.debug.then(|| cache.node.lock());
+        let mut node = cache.debug.then(|| cache.node.lock());
         let off = self.validate(cache, meta, addr)?;
         let mem = Self::slab_mem(meta).ok_or(SlabError::ForeignPointer { addr })?;
+        let objects = meta.objects.load(Relaxed);
         let mut report = None;
         if cache.debug {
             if self.on_freelist(cache, meta, &mem, off) {
@@ -948,32 +797,15 @@ impl SlabAllocator {
             self.init_object(cache, &mem, off, false);
             self.store_user(cache, &mem, off, 1);
         }
-        self.slab_free(cache, id, meta, &mem, off, node)?;
-        match report {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    /// The push of `__slab_free`: one compare-exchange of the slab's
-    /// freelist and counters; a slab that was full, or becomes empty, and is
-    /// not frozen moves between lists, which needs the node lock (`node`, or
-    /// taken here), taken before the compare-exchange that makes the move.
-    fn slab_free<'c>(
-        &self,
-        cache: &'c Cache,
-        id: u32,
-        meta: &SlabMeta,
-        mem: &SlabMem,
-        off: usize,
-        mut node: Option<spin::MutexGuard<'c, Node>>,
-    ) -> Result<(), SlabError> {
-        let objects = meta.objects.load(Relaxed);
+        // `__slab_free`: push with one compare-exchange of the slab's
+        // freelist and counters; a slab that was full, or becomes empty,
+        // and is not frozen moves between lists, which needs the node lock,
+        // taken before the compare-exchange that makes the move.
         let (nr_free, moves) = loop {
             let fc = meta.fc.load(Acquire);
             let (head, nr, frozen) = fc_unpack(fc);
             if off == head {
-                return Err(cold::double_free(cache, Cache::addr_of(mem, off)));
+                return Err(cold::double_free(cache, addr));
             }
             let nr_free = nr + 1;
             let moves = !frozen && (head == NIL || nr_free == objects);
@@ -1016,7 +848,10 @@ impl SlabAllocator {
         if discard != NO_SLAB {
             self.free_slab(discard);
         }
-        Ok(())
+        match report {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// A debug cache's partial slab whose freelist is corrupt (at the object
@@ -1139,14 +974,6 @@ impl SlabAllocator {
         let (head, tid) = unpack(ft);
         let off = head as usize;
         if head >= F_CLOSED || base.is_null() || off > last {
-            // The CPU freelist is empty: the newest object of the sheaf
-            // (`alloc_from_pcs`), if the slot is open.
-            if head != F_CLOSED
-                && let Some(obj) = slot.sheaf.pop()
-            {
-                slot.leave();
-                return self.handed(cache, obj, gfp);
-            }
             slot.leave();
             return self.alloc_slow(cache, slot, cpu, gfp);
         }
@@ -1250,11 +1077,6 @@ impl SlabAllocator {
             });
         }
         if let Some(obj) = self.cpu_pop(cache, &mut c)? {
-            return Ok(obj);
-        }
-        // The sheaf, which an exclusive owner fills; a thread that shares
-        // the CPU now takes what an earlier owner left there.
-        if let Some(obj) = c.slot.sheaf.pop() {
             return Ok(obj);
         }
         {
@@ -1548,7 +1370,6 @@ impl SlabAllocator {
             chain = id;
         };
         for mut c in CpuSlot::close_all(&cache.cpu, &*self.cpus) {
-            self.drain_sheaf(cache, &c, 0);
             let mut n = cache.node.lock();
             let d = self.deactivate(cache, &mut c, &mut n);
             if d != NO_SLAB {
@@ -1589,14 +1410,14 @@ impl SlabAllocator {
     }
 
     /// The free objects of a cache whose CPU slots the caller holds closed,
-    /// with its node lock held: the CPU sheaves and freelists, the frozen slabs' own
+    /// with its node lock held: the CPU freelists, the frozen slabs' own
     /// lists, and the partial slabs (`count_partial`); full slabs have none.
     /// Frees to partial slabs take no lock, so under concurrent frees the
     /// count is a moment's snapshot, as Linux's is.
     pub(crate) fn free_objects(&self, cache: &Cache, n: &Node, cpus: &[CpuGuard<'_>]) -> usize {
         let mut free = 0usize;
         for c in cpus {
-            free += self.cpu_free(cache, c) + Self::sheaf_len(c);
+            free += self.cpu_free(cache, c);
             if let Some(meta) = self.meta(c.slab) {
                 free += meta.nr_free() as usize;
             }
@@ -1977,40 +1798,11 @@ impl SlabAllocator {
                 (n.nr_slabs, n.total_objects, n.pages)
             ));
         }
-        let mut sheaved = 0usize;
-        for (cpu, c) in guards.iter().enumerate() {
-            let len = Self::sheaf_len(c);
-            if len > SHEAF_CAPACITY {
-                return Err(format!("{name}: cpu {cpu} sheaf holds {len}"));
-            }
-            for i in 0..len {
-                let (obj, id) = c
-                    .slot
-                    .sheaf
-                    .get(i)
-                    .unwrap_or((core::ptr::null_mut(), NO_SLAB));
-                let addr = obj.addr();
-                let ok = self.meta(id).is_some_and(|meta| {
-                    self.validate(cache, meta, addr).is_ok() && meta.state.load(Relaxed) != S_DEAD
-                });
-                if !ok {
-                    return Err(format!(
-                        "{name}: cpu {cpu} sheaf holds {addr:#x}, not an object of slab {id}"
-                    ));
-                }
-                if !listed_free.insert(addr) {
-                    return Err(format!(
-                        "{name}: cpu {cpu} sheaf holds {addr:#x}, which is free elsewhere too"
-                    ));
-                }
-            }
-            sheaved += len;
-        }
         let counted = self.free_objects(cache, &n, &guards);
-        if counted != free + cpu_listed + sheaved {
+        if counted != free + cpu_listed {
             return Err(format!(
-                "{name}: {} free objects on the lists and sheaves, {counted} counted",
-                free + cpu_listed + sheaved
+                "{name}: {} free objects on the lists, {counted} counted",
+                free + cpu_listed
             ));
         }
         for (cpu, c) in guards.iter().enumerate() {

@@ -81,8 +81,9 @@ proptest! {
         run(&ops, false)?;
     }
 
-    /// The same on CPUs the test's thread holds exclusively: frees outside
-    /// the CPU slab go to the CPU's sheaf, and allocations take from it first.
+    /// The same on CPUs the test's thread holds exclusively: the fast paths
+    /// pop and push with plain stores, and the slots are closed from outside
+    /// through the fence handshake (slabinfo, shrink, destroy, checks).
     #[test]
     fn slab_matches_model_on_exclusive_cpus(ops in prop::collection::vec(op(), 1..160)) {
         run(&ops, true)?;

@@ -84,9 +84,9 @@ fn alloc_on_one_cpu_free_on_another() {
     alloc_here_free_there(false);
 }
 
-/// The same between two CPUs their threads hold exclusively: the frees land
-/// on the freeing CPU's sheaf, which it allocates from next, so objects of
-/// slabs frozen on one CPU move through the other's sheaf.
+/// The same between two CPUs their threads hold exclusively: each frees the
+/// other's objects (remote frees to slabs frozen on the other CPU) while its
+/// own fast paths use plain stores.
 #[test]
 fn alloc_on_one_exclusive_cpu_free_on_another() {
     alloc_here_free_there(true);

@@ -1,7 +1,7 @@
-//! The CPU sheaves of exclusive owners: frees of objects outside the CPU
-//! slab land on the CPU's sheaf, allocations take from it first (newest
-//! first), a full sheaf gives its older half back to the slabs, and shrink
-//! and destroy empty it. Misuse on this path is refused like anywhere else.
+//! Exclusive owners (plain loads and stores on the fast paths) freeing
+//! objects that another CPU allocated, through the remote free path, with
+//! every count and invariant checked after each free; and every misuse on
+//! an exclusive CPU refused with nothing changed.
 
 mod common;
 
@@ -25,7 +25,7 @@ fn active(m: &Machine, name: &str) -> usize {
 fn setup(m: &Machine, n: usize) -> (KmemCache, Vec<NonNull<u8>>) {
     let c = m
         .slab
-        .kmem_cache_create("sheafy", 64, 0, SlabFlags::empty(), None)
+        .kmem_cache_create("owned", 64, 0, SlabFlags::empty(), None)
         .unwrap();
     let ps: Vec<_> = (0..n)
         .map(|i| {
@@ -39,37 +39,33 @@ fn setup(m: &Machine, n: usize) -> (KmemCache, Vec<NonNull<u8>>) {
 }
 
 #[test]
-fn frees_outside_the_cpu_slab_come_back_newest_first() {
+fn frees_from_another_exclusive_cpu_keep_every_count() {
     let (m, cpus) = boot_sole(2);
     let free0 = m.buddy_free();
     let (c, mut ps) = setup(&m, 300);
-    // CPU 1 has no slab yet: every free goes to its sheaf, and a full sheaf
-    // gives its older half back to the slabs.
+    // CPU 1 has no slab of this cache: every free is a remote one.
     cpus.set_current(1).unwrap();
     let freed: Vec<_> = ps.drain(..100).collect();
     for (i, &p) in freed.iter().enumerate() {
         // SAFETY: `p` is still a live 64-byte object.
         assert_eq!(unsafe { p.as_ptr().cast::<usize>().read() }, i);
         m.slab.kmem_cache_free(&c, p).unwrap();
-        assert_eq!(active(&m, "sheafy"), 300 - i - 1);
+        assert_eq!(active(&m, "owned"), 300 - i - 1);
         m.slab.check_invariants().unwrap();
     }
-    // The newest frees come back first, last in first out.
-    for &want in freed.iter().rev().take(20) {
-        assert_eq!(m.slab.kmem_cache_alloc(&c, GFP_KERNEL).unwrap(), want);
+    // CPU 1 now allocates from the partial slabs those frees made.
+    for _ in 0..20 {
+        ps.push(m.slab.kmem_cache_alloc(&c, GFP_KERNEL).unwrap());
         m.slab.check_invariants().unwrap();
     }
-    ps.extend(freed.iter().rev().take(20));
-    assert_eq!(active(&m, "sheafy"), 220);
-    // Shrink empties the sheaves into the slabs and frees what is empty.
+    assert_eq!(active(&m, "owned"), 220);
     assert!(!m.slab.kmem_cache_shrink(&c).unwrap());
     m.slab.check_invariants().unwrap();
-    assert_eq!(active(&m, "sheafy"), 220);
+    assert_eq!(active(&m, "owned"), 220);
     for p in ps {
         m.slab.kmem_cache_free(&c, p).unwrap();
     }
     m.slab.check_invariants().unwrap();
-    // Destroy takes the objects still on the sheaves back too.
     m.slab.kmem_cache_destroy(&c).unwrap();
     m.slab.shrink_all();
     assert_eq!(m.slab.slab_pages(), 0);
@@ -77,7 +73,7 @@ fn frees_outside_the_cpu_slab_come_back_newest_first() {
 }
 
 #[test]
-fn kmalloc_objects_take_the_sheaf_too() {
+fn kmalloc_objects_freed_from_another_exclusive_cpu() {
     let (m, cpus) = boot_sole(2);
     let free0 = m.buddy_free();
     let ps: Vec<_> = (0..200)
@@ -89,15 +85,16 @@ fn kmalloc_objects_take_the_sheaf_too() {
     }
     m.slab.check_invariants().unwrap();
     assert_eq!(active(&m, "kmalloc-128"), 0);
-    assert_eq!(m.slab.kmalloc(120, GFP_KERNEL).unwrap(), ps[199]);
-    m.slab.kfree(Some(ps[199])).unwrap();
+    let p = m.slab.kmalloc(120, GFP_KERNEL).unwrap();
+    assert_eq!(active(&m, "kmalloc-128"), 1);
+    m.slab.kfree(Some(p)).unwrap();
     m.slab.shrink_all();
     assert_eq!(m.slab.slab_pages(), 0);
     assert_eq!(m.buddy_free(), free0);
 }
 
 #[test]
-fn misuse_on_the_sheaf_path_changes_nothing() {
+fn misuse_on_an_exclusive_cpu_changes_nothing() {
     let (m, cpus) = boot_sole(2);
     let (c, ps) = setup(&m, 100);
     let other = m
@@ -108,18 +105,18 @@ fn misuse_on_the_sheaf_path_changes_nothing() {
     cpus.set_current(1).unwrap();
     m.slab.kmem_cache_free(&c, ps[0]).unwrap();
     let before = m.digest();
-    // The object just freed, freed again: the top of the sheaf.
+    // The object just freed, freed again: the head of its slab's freelist.
     assert_eq!(
         m.slab.kmem_cache_free(&c, ps[0]),
         Err(SlabError::DoubleFree {
-            cache: "sheafy".into(),
+            cache: "owned".into(),
             object: ps[0].as_ptr().addr()
         })
     );
     assert_eq!(
         m.slab.kfree(Some(ps[0])),
         Err(SlabError::DoubleFree {
-            cache: "sheafy".into(),
+            cache: "owned".into(),
             object: ps[0].as_ptr().addr()
         })
     );
@@ -146,11 +143,11 @@ fn misuse_on_the_sheaf_path_changes_nothing() {
     assert_eq!(m.digest(), before_big);
     m.slab.kfree(Some(big)).unwrap();
     assert_eq!(m.digest(), before);
-    // Destroy with live objects while the sheaf holds one: refused, nothing moves.
+    // Destroy with live objects: refused, nothing moves.
     assert_eq!(
         m.slab.kmem_cache_destroy(&c),
         Err(SlabError::LiveObjects {
-            cache: "sheafy".into(),
+            cache: "owned".into(),
             count: 99
         })
     );
