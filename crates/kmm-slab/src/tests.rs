@@ -331,32 +331,14 @@ struct Obj(NonNull<u8>);
 // `Sync`; no thread reads or writes through it.
 unsafe impl Send for Obj {}
 
-/// One thread that holds its CPU exclusively: a [`FixedCpu`] that says so.
-/// Sound only while a single thread uses it, as in the test below.
-struct SoleOwner(FixedCpu);
-
-impl kmm_percpu::CpuContext for SoleOwner {
-    fn nr_cpus(&self) -> usize {
-        self.0.nr_cpus()
-    }
-    fn current_cpu(&self) -> usize {
-        self.0.current_cpu()
-    }
-    fn preempt_disable(&self) {
-        self.0.preempt_disable();
-    }
-    fn preempt_enable(&self) {
-        self.0.preempt_enable();
-    }
-    fn current_cpu_exclusive(&self) -> (usize, bool) {
-        (self.0.current_cpu(), true)
-    }
-}
+/// The integration tests' [`sole::SoleThread`]: one thread that holds its CPU exclusively.
+#[path = "../tests/common/sole.rs"]
+mod sole;
 
 #[test]
 fn an_exclusive_owner_on_heap_memory() {
     let pages = 64;
-    let owner = Arc::new(SoleOwner(FixedCpu::new(2)));
+    let owner = Arc::new(sole::SoleThread(FixedCpu::new(2)));
     let cfg = kmm_zone::ZonedConfig {
         layout: kmm_zone::MachineLayout::toy(pages, None),
         pcp: false,

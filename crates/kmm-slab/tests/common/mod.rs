@@ -15,6 +15,9 @@ use kmm_percpu::{CpuContext, FixedCpu};
 use kmm_slab::SlabAllocator;
 use kmm_zone::{MachineLayout, ZonedAllocator, ZonedConfig};
 
+mod sole;
+pub(crate) use sole::SoleThread;
+
 /// A booted machine: the page allocator and the slab layer on top.
 pub struct Machine {
     pub pages: Arc<ZonedAllocator<EagerBuddy>>,
@@ -60,29 +63,6 @@ pub fn boot_with(cpus: Arc<dyn CpuContext>) -> Machine {
 pub fn boot(n: usize) -> (Machine, Arc<FixedCpu>) {
     let cpus = Arc::new(FixedCpu::new(n));
     (boot_with(cpus.clone()), cpus)
-}
-
-/// One thread that holds every CPU it moves to exclusively: a [`FixedCpu`]
-/// that says so, which sends the slab layer down its exclusive-owner paths
-/// (plain stores, the CPU sheaves). Sound while a single thread uses it.
-pub struct SoleThread(pub Arc<FixedCpu>);
-
-impl CpuContext for SoleThread {
-    fn nr_cpus(&self) -> usize {
-        self.0.nr_cpus()
-    }
-    fn current_cpu(&self) -> usize {
-        self.0.current_cpu()
-    }
-    fn preempt_disable(&self) {
-        self.0.preempt_disable();
-    }
-    fn preempt_enable(&self) {
-        self.0.preempt_enable();
-    }
-    fn current_cpu_exclusive(&self) -> (usize, bool) {
-        (self.0.current_cpu(), true)
-    }
 }
 
 /// A machine of `n` CPUs that one thread holds exclusively (see [`SoleThread`]).
