@@ -38,7 +38,7 @@ use core::sync::atomic::{
 
 use crossbeam_utils::{Backoff, CachePadded};
 use kmm_gfp::Gfp;
-use kmm_page::{PAGE_SIZE, PageFlags, PageType, Pfn};
+use kmm_page::{PAGE_SIZE, PageFlags, PageFrame, PageType, Pfn};
 use kmm_percpu::CpuContext;
 use spin::Mutex;
 
@@ -574,7 +574,8 @@ impl SlabAllocator {
     pub(crate) fn lookup(&self, addr: usize) -> Result<Lookup, SlabError> {
         // Errors are built only on the way out, out of line: an error value
         // made up front costs its drop on every successful `kfree`.
-        if let Some((pfn, f)) = self.pages.virt_to_page(addr) {
+        let frame = self.pages.virt_to_page(addr);
+        if let Some((pfn, f)) = frame {
             if f.test(PageFlags::SLAB) {
                 return Ok(Lookup::Slab(f.private()));
             }
@@ -585,15 +586,16 @@ impl SlabAllocator {
                 });
             }
         }
-        Err(self.lookup_miss(addr))
+        Err(self.lookup_miss(addr, frame))
     }
 
-    /// Why `addr` is neither a slab object nor a large kmalloc: inside a
-    /// large kmalloc (a tail page of one), or foreign.
+    /// Why `addr`, whose frame [`SlabAllocator::lookup`] found (or not), is
+    /// neither a slab object nor a large kmalloc: inside a large kmalloc (a
+    /// tail page of one), or foreign.
     #[cold]
     #[inline(never)]
-    fn lookup_miss(&self, addr: usize) -> SlabError {
-        if let Some((pfn, f)) = self.pages.virt_to_page(addr)
+    fn lookup_miss(&self, addr: usize, frame: Option<(Pfn, &PageFrame)>) -> SlabError {
+        if let Some((pfn, f)) = frame
             && f.test(PageFlags::TAIL)
         {
             let head = pfn.0.checked_sub(f.private() as usize).map(Pfn);
