@@ -22,8 +22,12 @@ use kmm_percpu::CpuContext;
 use kmm_slab::{SlabAllocator, SlabFlags};
 use kmm_zone::{MachineLayout, ZonedAllocator, ZonedConfig};
 
+/// The slab layer over concrete page and CPU types, as a kernel or a
+/// program instantiates it: the seam calls inline.
+type Slab = SlabAllocator<ZonedAllocator<EagerBuddy>, HostCpus>;
+
 /// A 256 MiB x86-64 machine on host memory with `cpus` CPUs, and its slab layer.
-fn machine(cpus: usize) -> (Arc<HostCpus>, SlabAllocator) {
+fn machine(cpus: usize) -> (Arc<HostCpus>, Slab) {
     let layout = MachineLayout::x86_64(256 << 20);
     let mem = HostMemory::new(&layout.present_ranges(), layout.lowmem_end()).expect("host memory");
     let cfg = ZonedConfig {
@@ -35,7 +39,8 @@ fn machine(cpus: usize) -> (Arc<HostCpus>, SlabAllocator) {
     let ctx: Arc<dyn CpuContext> = host_cpus.clone();
     let pages =
         Arc::new(ZonedAllocator::<EagerBuddy>::new(cfg, ctx.clone(), Arc::new(mem)).expect("boot"));
-    (host_cpus, SlabAllocator::new(pages, ctx).expect("slab"))
+    let slab = SlabAllocator::new(pages, host_cpus.clone()).expect("slab");
+    (host_cpus, slab)
 }
 
 /// Binds the calling thread to CPU 1, alone or shared, and names the bench

@@ -153,9 +153,9 @@ struct IdState {
 /// `dma-kmalloc-8k`, are created eagerly by [`SlabAllocator::new`] (with no
 /// slabs: pages are taken on the first allocation), as Linux's
 /// `create_kmalloc_caches` does at boot.
-pub struct SlabAllocator {
-    pub(crate) pages: Arc<dyn PageAllocator>,
-    pub(crate) cpus: Arc<dyn CpuContext>,
+pub struct SlabAllocator<P: ?Sized = dyn PageAllocator, C: ?Sized = dyn CpuContext> {
+    pub(crate) pages: Arc<P>,
+    pub(crate) cpus: Arc<C>,
     pub(crate) slabs: Table<SlabMeta>,
     ids: Mutex<IdState>,
     caches: Table<Once<Arc<Cache>>>,
@@ -174,7 +174,7 @@ pub struct SlabAllocator {
     pub(crate) track_seq: AtomicUsize,
 }
 
-impl fmt::Debug for SlabAllocator {
+impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> fmt::Debug for SlabAllocator<P, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SlabAllocator")
             .field("caches", &self.list.lock().len())
@@ -185,16 +185,26 @@ impl fmt::Debug for SlabAllocator {
 }
 
 impl SlabAllocator {
+    /// The kmalloc cache name for `size` bytes with `gfp` (`kmalloc-128`,
+    /// `dma-kmalloc-64`); `None` for 0 bytes and above `KMALLOC_MAX_CACHE_SIZE`.
+    pub fn kmalloc_cache_name(size: usize, gfp: Gfp) -> Option<&'static str> {
+        let i = kmalloc_index(size).filter(|&i| i > 0)?;
+        Some(if gfp.contains(Gfp::DMA) {
+            DMA_KMALLOC_NAMES[i]
+        } else {
+            KMALLOC_NAMES[i]
+        })
+    }
+}
+
+impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// Boots the slab layer (`kmem_cache_init` + `create_kmalloc_caches`):
     /// creates the 13 `kmalloc-*` and the 13 `dma-kmalloc-*` caches, eagerly.
     ///
     /// # Errors
     ///
     /// Only [`SlabError::TooMany`] in theory (the cache table holds 65536).
-    pub fn new(
-        pages: Arc<dyn PageAllocator>,
-        cpus: Arc<dyn CpuContext>,
-    ) -> Result<SlabAllocator, SlabError> {
+    pub fn new(pages: Arc<P>, cpus: Arc<C>) -> Result<Self, SlabError> {
         let instance = NEXT_INSTANCE.fetch_add(1, Relaxed);
         let mut sa = SlabAllocator {
             pages,
@@ -247,7 +257,7 @@ impl SlabAllocator {
     }
 
     /// The page allocator underneath.
-    pub fn page_allocator(&self) -> &Arc<dyn PageAllocator> {
+    pub fn page_allocator(&self) -> &Arc<P> {
         &self.pages
     }
 
@@ -479,17 +489,6 @@ impl SlabAllocator {
         self.shrink(c);
         self.list.lock().retain(|x| !Arc::ptr_eq(x, c));
         Ok(())
-    }
-
-    /// The kmalloc cache name for `size` bytes with `gfp` (`kmalloc-128`,
-    /// `dma-kmalloc-64`); `None` for 0 bytes and above `KMALLOC_MAX_CACHE_SIZE`.
-    pub fn kmalloc_cache_name(size: usize, gfp: Gfp) -> Option<&'static str> {
-        let i = kmalloc_index(size).filter(|&i| i > 0)?;
-        Some(if gfp.contains(Gfp::DMA) {
-            DMA_KMALLOC_NAMES[i]
-        } else {
-            KMALLOC_NAMES[i]
-        })
     }
 
     /// The kmalloc cache for `size` (`kmalloc_slab`).

@@ -38,7 +38,7 @@ use core::sync::atomic::{
 
 use crossbeam_utils::{Backoff, CachePadded};
 use kmm_gfp::Gfp;
-use kmm_page::{PAGE_SIZE, PageFlags, PageFrame, PageType, Pfn};
+use kmm_page::{PAGE_SIZE, PageAllocator, PageFlags, PageFrame, PageType, Pfn};
 use kmm_percpu::CpuContext;
 use spin::Mutex;
 
@@ -261,7 +261,7 @@ impl CpuSlot {
     /// and takes its slow path, which waits for them to open.
     pub(crate) fn close_all<'s>(
         slots: &'s [CachePadded<CpuSlot>],
-        cpus: &dyn CpuContext,
+        cpus: &(impl CpuContext + ?Sized),
     ) -> alloc::vec::Vec<CpuGuard<'s>> {
         // The vector is allocated before any slot closes: a global allocator
         // built on this crate must not allocate while its own slot is closed.
@@ -496,7 +496,7 @@ fn frozen(cpu: usize) -> u32 {
     S_FROZEN + cpu as u32
 }
 
-impl SlabAllocator {
+impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// This CPU's slot in `cache` with the CPU's number (slot 0 if the
     /// context reports a CPU beyond the machine).
     /// The third value says whether the caller holds the CPU exclusively.
@@ -780,13 +780,19 @@ impl SlabAllocator {
                 }
             },
         };
-        let meta = self.meta(id).ok_or(SlabError::ForeignPointer { addr })?;
+        // `let … else`, not `ok_or`: an error value built up front costs its
+        // drop on every successful free.
+        let Some(meta) = self.meta(id) else {
+            return Err(SlabError::ForeignPointer { addr });
+        };
         self.other_cache(cache, meta, addr)?;
         // Debug caches check and free every object under the node lock;
         // the others take it only when the slab changes lists.
         let mut node = cache.debug.then(|| cache.node.lock());
         let off = self.validate(cache, meta, addr)?;
-        let mem = Self::slab_mem(meta).ok_or(SlabError::ForeignPointer { addr })?;
+        let Some(mem) = Self::slab_mem(meta) else {
+            return Err(SlabError::ForeignPointer { addr });
+        };
         let objects = meta.objects.load(Relaxed);
         let mut report = None;
         if cache.debug {

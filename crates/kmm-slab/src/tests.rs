@@ -11,7 +11,7 @@ use core::ptr::NonNull;
 
 use kmm_gfp::GFP_KERNEL;
 use kmm_page::{PAGE_SIZE, PageAllocator, Pfn, PhysMemory};
-use kmm_percpu::FixedCpu;
+use kmm_percpu::{CpuContext, FixedCpu};
 
 use crate::layout::{
     Reciprocal, calculate_alignment, calculate_order, calculate_sizes, kmalloc_index,
@@ -184,8 +184,11 @@ fn boot(
     let za = Arc::new(
         kmm_zone::ZonedAllocator::new(cfg, cpu.clone(), Arc::new(HeapMemory::new(pages))).unwrap(),
     );
+    // The unit tests go through the `dyn` seams (the default type
+    // parameters); the integration tests instantiate over concrete types.
     let pa: Arc<dyn PageAllocator> = za.clone();
-    let slab = SlabAllocator::new(pa, cpu.clone()).unwrap();
+    let ctx: Arc<dyn CpuContext> = cpu.clone();
+    let slab = SlabAllocator::new(pa, ctx).unwrap();
     (za, slab, cpu)
 }
 

@@ -33,7 +33,9 @@ use kmm_host::{CpuBinding, HostCpus};
 use kmm_percpu::CpuContext;
 use kmm_slab::{KMALLOC_MAX_SIZE, SlabAllocator};
 
-use crate::{Arch, Backing, MachineConfig, MemoryManager, MemorySpec};
+use crate::{
+    Arch, Backing, DefaultBuddy, MachineConfig, MemoryManager, MemorySpec, ZonedAllocator,
+};
 
 std::thread_local! {
     /// Whether this thread is inside kmm now (re-entrant calls go to `System`).
@@ -188,7 +190,13 @@ impl GlobalKmalloc {
     /// The slab layer and the calling thread's CPU, binding the thread to
     /// the next CPU (round-robin) on its first allocation.
     #[inline]
-    fn slab(&self) -> Option<(&Machine, &SlabAllocator, usize)> {
+    fn slab(
+        &self,
+    ) -> Option<(
+        &Machine,
+        &SlabAllocator<ZonedAllocator<DefaultBuddy>>,
+        usize,
+    )> {
         let machine = self.machine()?;
         let slab = machine.mm.slab()?;
         let cpu = match CPU.try_with(Cell::get) {

@@ -198,7 +198,7 @@ pub struct MemoryManager<B: BuddyBackend = DefaultBuddy> {
     sim_cpus: Option<Arc<FixedCpu>>,
     pub(crate) vm: Vm,
     /// The slab layer, when the frames have memory behind them.
-    pub(crate) slab: Option<Arc<SlabAllocator>>,
+    pub(crate) slab: Option<Arc<SlabAllocator<ZonedAllocator<B>>>>,
 }
 
 impl<B: BuddyBackend> fmt::Debug for MemoryManager<B> {
@@ -256,10 +256,7 @@ impl<B: BuddyBackend> MemoryManager<B> {
         let page_allocator: Arc<dyn PageAllocator> = pages.clone();
         // `kmem_cache_init`: only frames with memory behind them can hold slabs.
         let slab = if phys.has_memory() {
-            Some(Arc::new(SlabAllocator::new(
-                page_allocator.clone(),
-                cpus.clone(),
-            )?))
+            Some(Arc::new(SlabAllocator::new(pages.clone(), cpus.clone())?))
         } else {
             None
         };

@@ -13,18 +13,19 @@ use core::ptr::NonNull;
 use kmm_buddy::BuddyBackend;
 use kmm_gfp::Gfp;
 use kmm_slab::{KmemCache, SlabAllocator, SlabFlags};
+use kmm_zone::ZonedAllocator;
 
 use crate::{KmmError, MemoryManager};
 
 impl<B: BuddyBackend> MemoryManager<B> {
     /// The slab layer, or `None` on a machine without memory behind its frames.
-    pub fn slab(&self) -> Option<&SlabAllocator> {
+    pub fn slab(&self) -> Option<&SlabAllocator<ZonedAllocator<B>>> {
         self.slab.as_deref()
     }
 
     /// The slab layer or [`KmmError::NoSlab`].
     #[inline]
-    fn slab_or_err(&self) -> Result<&SlabAllocator, KmmError> {
+    fn slab_or_err(&self) -> Result<&SlabAllocator<ZonedAllocator<B>>, KmmError> {
         match self.slab.as_deref() {
             Some(slab) => Ok(slab),
             None => Err(KmmError::NoSlab),

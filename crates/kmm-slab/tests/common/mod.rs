@@ -18,10 +18,11 @@ use kmm_zone::{MachineLayout, ZonedAllocator, ZonedConfig};
 mod sole;
 pub(crate) use sole::SoleThread;
 
-/// A booted machine: the page allocator and the slab layer on top.
+/// A booted machine: the page allocator and the slab layer on top, over the
+/// concrete page allocator (the unit tests use the `dyn` seam).
 pub struct Machine {
     pub pages: Arc<ZonedAllocator<EagerBuddy>>,
-    pub slab: SlabAllocator,
+    pub slab: SlabAllocator<ZonedAllocator<EagerBuddy>>,
 }
 
 impl Machine {
