@@ -11,7 +11,7 @@ use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 
-use kmm_page::{PAGE_SIZE, Pfn, PfnRange, PhysMemory};
+use kmm_page::{MAX_PAGE_ORDER, PAGE_SIZE, Pfn, PfnRange, PhysMemory};
 use rustix::fs::{FallocateFlags, MemfdFlags, SealFlags};
 use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
 
@@ -60,27 +60,79 @@ impl DirectMap {
         }
     }
 
-    /// Maps the first `len` bytes of `fd`, read-write and shared.
+    /// How the direct map's base is aligned: to the largest buddy block
+    /// (`PAGE_SIZE << MAX_PAGE_ORDER`, 4 MiB), as the kernel's direct map is
+    /// aligned far beyond it. A block of `2^order` frames then has a virtual
+    /// address aligned like its physical one, which kmalloc's promise that
+    /// power-of-two sizes are naturally aligned rests on (an 8 KiB kmalloc is
+    /// 8 KiB-aligned only if its order-1 slab is).
+    const ALIGN: usize = PAGE_SIZE << MAX_PAGE_ORDER;
+
+    /// Maps the first `len` bytes of `fd`, read-write and shared, at a base
+    /// aligned to [`DirectMap::ALIGN`]: reserves `len + ALIGN` bytes of
+    /// address space, maps the file over the aligned part with `MAP_FIXED`,
+    /// and gives back the slack on either side.
     fn new(fd: BorrowedFd<'_>, len: usize) -> Result<DirectMap, HostError> {
         if len == 0 {
             return Ok(DirectMap::empty());
         }
-        // SAFETY: 1. The address hint is null, so the host picks an unused
-        // range: no existing Rust object is replaced or aliased. 2. The file is
-        // at least `len` bytes long (the caller truncated it so) and sealed
-        // against shrinking, so every mapped byte stays backed. 3. The new
-        // mapping is private to `DirectMap`; no reference into it exists yet.
-        let ptr = unsafe {
-            rustix::mm::mmap(
+        let span = len.checked_add(Self::ALIGN).ok_or_else(|| HostError::Io {
+            op: "mmap",
+            source: std::io::Error::other("the direct map does not fit the address space"),
+        })?;
+        // SAFETY: The address hint is null, so the host picks an unused
+        // range: no existing Rust object is replaced or aliased. The range is
+        // inaccessible and never backed.
+        let reserved = unsafe {
+            rustix::mm::mmap_anonymous(
                 std::ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
-                fd,
-                0,
+                span,
+                ProtFlags::empty(),
+                MapFlags::PRIVATE | MapFlags::NORESERVE,
             )
         }
         .map_err(HostError::io("mmap"))?;
+        let head = reserved.addr().next_multiple_of(Self::ALIGN) - reserved.addr();
+        let aligned = reserved.cast::<u8>().wrapping_add(head);
+        // SAFETY: 1. `[aligned, aligned + len)` lies inside the reservation
+        // just made (`head < ALIGN` and `head + len <= span`), which holds no
+        // Rust object, so `MAP_FIXED` replaces nothing but that reservation.
+        // 2. The file is at least `len` bytes long (the caller truncated it
+        // so) and sealed against shrinking, so every mapped byte stays backed.
+        // 3. The new mapping is private to `DirectMap`; no reference into it
+        // exists yet.
+        let mapped = unsafe {
+            rustix::mm::mmap(
+                aligned.cast(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED | MapFlags::FIXED,
+                fd,
+                0,
+            )
+        };
+        // The slack on either side goes back. Failing to unmap it would only
+        // leak address space, so the results are ignored.
+        let tail = span - head - len;
+        if head > 0 {
+            // SAFETY: `[reserved, aligned)` is the part of the reservation
+            // before the direct map: it holds no Rust object and no pointer
+            // into it was handed out.
+            let _ = unsafe { rustix::mm::munmap(reserved, head) };
+        }
+        if tail > 0 {
+            // SAFETY: the part of the reservation after the direct map, as
+            // for the part before it.
+            let _ = unsafe { rustix::mm::munmap(aligned.wrapping_add(len).cast(), tail) };
+        }
+        let ptr = match mapped {
+            Ok(ptr) => ptr,
+            Err(e) => {
+                // SAFETY: as for the slack: the aligned part of the reservation.
+                let _ = unsafe { rustix::mm::munmap(aligned.cast(), len) };
+                return Err(HostError::io("mmap")(e));
+            }
+        };
         match NonNull::new(ptr.cast::<u8>()) {
             Some(base) => Ok(DirectMap { base, len }),
             None => Err(HostError::Io {

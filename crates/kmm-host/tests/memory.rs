@@ -5,11 +5,26 @@
 use std::time::{Duration, Instant};
 
 use kmm_host::{HostError, HostMemory};
-use kmm_page::{PAGE_SIZE, Pfn, PfnRange, PhysMemory};
+use kmm_page::{MAX_PAGE_ORDER, PAGE_SIZE, Pfn, PfnRange, PhysMemory};
 
 /// Frames [0, 16) and [32, 64) with a hole between; highmem from frame 48.
 fn machine() -> HostMemory {
     HostMemory::new(&[PfnRange::new(0, 16), PfnRange::new(32, 64)], Pfn(48)).unwrap()
+}
+
+#[test]
+fn the_direct_map_is_aligned_to_the_largest_buddy_block() {
+    // kmalloc's power-of-two sizes are naturally aligned only if a block of
+    // 2^order frames is aligned in the direct map as it is in frame numbers.
+    // Several maps in a row, since the host picks the addresses.
+    let block = PAGE_SIZE << MAX_PAGE_ORDER;
+    let maps: Vec<HostMemory> = (0..8)
+        .map(|i| HostMemory::new(&[PfnRange::new(0, 64 + i * 1000)], Pfn(64 + i * 1000)).unwrap())
+        .collect();
+    for mem in &maps {
+        let base = mem.direct_map(Pfn(0)).unwrap().as_ptr().addr();
+        assert_eq!(base % block, 0, "direct map at {base:#x}");
+    }
 }
 
 /// A byte pattern that differs per frame and per offset.

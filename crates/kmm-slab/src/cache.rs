@@ -718,42 +718,47 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     }
 
     /// Checks that `meta` (looked up from the frame of `addr`) is a live slab
-    /// of `cache` holding an object that starts at `addr`; returns its offset.
-    /// The caller holds the node lock.
-    fn validate(&self, cache: &Cache, meta: &SlabMeta, addr: usize) -> Result<usize, SlabError> {
-        let owner = meta.cache.load(Relaxed);
-        if owner != cache.id + 1 || meta.state.load(Relaxed) == S_DEAD {
+    /// of `cache` holding an object that starts at `addr`; returns the
+    /// object's offset, the slab's memory and its number of objects, each
+    /// field of `meta` read once. The caller holds the node lock, or frees
+    /// the object (which keeps the slab alive while it is allocated).
+    #[inline(always)]
+    fn validate(
+        &self,
+        cache: &Cache,
+        meta: &SlabMeta,
+        addr: usize,
+    ) -> Result<(usize, SlabMem, u32), SlabError> {
+        if meta.cache.load(Relaxed) != cache.id + 1 {
+            return Err(self.not_of_cache(cache, meta, addr));
+        }
+        let Some(mem) = Self::slab_mem(meta) else {
+            return Err(SlabError::ForeignPointer { addr });
+        };
+        let off = addr.wrapping_sub(mem.base().as_ptr().addr());
+        if off >= mem.len() {
             return Err(SlabError::ForeignPointer { addr });
         }
-        let base = meta.base.load(Relaxed).addr();
-        let off = addr.wrapping_sub(base);
-        if off >= meta.len() {
-            return Err(SlabError::ForeignPointer { addr });
+        let objects = meta.objects.load(Relaxed);
+        if !cache.is_object_start(off, cache.last_off(objects as usize)) {
+            return Err(cold::not_object_start(cache, addr));
         }
-        let last = cache.last_off(meta.objects.load(Relaxed) as usize);
-        if !cache.is_object_start(off, last) {
-            return Err(SlabError::NotObjectStart {
-                addr,
-                cache: cache.name.clone(),
-            });
-        }
-        Ok(off)
+        Ok((off, mem, objects))
     }
 
-    /// The cache id recorded for slab `id`, if the cache differs from `cache`
-    /// (for `WrongCache` reports, read without locks).
-    fn other_cache(&self, cache: &Cache, meta: &SlabMeta, addr: usize) -> Result<(), SlabError> {
+    /// Why an object of the slab `meta` is not one of `cache`'s: the cache
+    /// its slab records (`WrongCache`), or no cache of this allocator.
+    #[cold]
+    #[inline(never)]
+    fn not_of_cache(&self, cache: &Cache, meta: &SlabMeta, addr: usize) -> SlabError {
         let owner = meta.cache.load(Relaxed);
-        if owner == 0 || owner == cache.id + 1 {
-            return Ok(());
-        }
-        match self.cache_by_id(owner - 1) {
-            Some(actual) if actual.owner == self.instance => Err(SlabError::WrongCache {
+        match owner.checked_sub(1).and_then(|c| self.cache_by_id(c)) {
+            Some(actual) if actual.owner == self.instance => SlabError::WrongCache {
                 addr,
                 given: cache.name.clone(),
                 actual: actual.name.clone(),
-            }),
-            _ => Err(SlabError::ForeignPointer { addr }),
+            },
+            _ => SlabError::ForeignPointer { addr },
         }
     }
 
@@ -785,15 +790,10 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         let Some(meta) = self.meta(id) else {
             return Err(SlabError::ForeignPointer { addr });
         };
-        self.other_cache(cache, meta, addr)?;
         // Debug caches check and free every object under the node lock;
         // the others take it only when the slab changes lists.
         let mut node = cache.debug.then(|| cache.node.lock());
-        let off = self.validate(cache, meta, addr)?;
-        let Some(mem) = Self::slab_mem(meta) else {
-            return Err(SlabError::ForeignPointer { addr });
-        };
-        let objects = meta.objects.load(Relaxed);
+        let (off, mem, objects) = self.validate(cache, meta, addr)?;
         let mut report = None;
         if cache.debug {
             if self.on_freelist(cache, meta, &mem, off) {
@@ -1639,7 +1639,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             .checked_sub(1)
             .and_then(|c| self.cache_by_id(c))
             .ok_or(SlabError::ForeignPointer { addr })?;
-        let off = {
+        let (off, _, _) = {
             let _n = cache.node.lock();
             self.validate(cache, meta, addr)?
         };
