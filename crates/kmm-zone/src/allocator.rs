@@ -1234,8 +1234,9 @@ impl<B: BuddyBackend> PageAllocator for ZonedAllocator<B> {
 
     /// With a linear direct map this is `__pa` arithmetic and a look in the
     /// zones, highest first (where most frames are), with no call into the
-    /// memory: what `kfree` pays on every call.
-    #[inline]
+    /// memory: what `kfree` pays on every call, so always inlined (a caller
+    /// that names `ZonedAllocator` gets it without a call).
+    #[inline(always)]
     fn virt_to_page(&self, addr: usize) -> Option<(Pfn, &PageFrame)> {
         let Some(base) = self.linear else {
             let pfn = self.phys.virt_to_pfn(addr)?;

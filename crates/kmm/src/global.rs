@@ -60,6 +60,10 @@ struct Machine {
     /// Allocations kmalloc served, per CPU: one shared counter would be a
     /// cache line every allocating thread writes.
     kmallocs: Box<[CachePadded<AtomicUsize>]>,
+    /// The direct map's address range, `[start, end)`: the whole mapping,
+    /// holes included (they are mapped inaccessible, so nothing else can
+    /// be placed there).
+    direct_map: core::ops::Range<usize>,
 }
 
 /// kmalloc as a [`GlobalAlloc`]: `#[global_allocator] static A: GlobalKmalloc = GlobalKmalloc::new(256 << 20, 4);`.
@@ -182,7 +186,23 @@ impl GlobalKmalloc {
                 let kmallocs = (0..self.nr_cpus)
                     .map(|_| CachePadded::new(AtomicUsize::new(0)))
                     .collect();
-                Some(Machine { mm, cpus, kmallocs })
+                // `HostMemory` maps frames `[0, min(lowmem_end, last frame + 1))`.
+                let layout = mm.pages().layout();
+                let end = layout
+                    .present_ranges()
+                    .iter()
+                    .map(|r| r.end)
+                    .max()?
+                    .min(layout.lowmem_end());
+                let start = mm.pages().phys().linear_map_base()?;
+                let direct_map =
+                    start..start.checked_add(end.0.checked_mul(kmm_page::PAGE_SIZE)?)?;
+                Some(Machine {
+                    mm,
+                    cpus,
+                    kmallocs,
+                    direct_map,
+                })
             })
             .as_ref()
     }
@@ -308,12 +328,14 @@ impl GlobalKmalloc {
         }
     }
 
-    /// Whether `ptr` lies in the machine's direct map (so kmalloc handed it out).
+    /// Whether `ptr` lies in the machine's direct map (so kmalloc handed it
+    /// out): a compare against the map's bounds, on every `dealloc`.
+    #[inline]
     fn is_kmm(&self, ptr: *mut u8) -> bool {
         self.machine
             .get()
             .and_then(Option::as_ref)
-            .is_some_and(|m| m.mm.pages().phys().virt_to_pfn(ptr.addr()).is_some())
+            .is_some_and(|m| m.direct_map.contains(&ptr.addr()))
     }
 }
 
