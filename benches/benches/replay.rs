@@ -272,7 +272,7 @@ fn replay<H: Heap>(heap: &mut H, prefix: &Prefix, objects: &mut [Option<Object>]
 /// kmalloc of a booted machine, replayed by a thread that holds CPU 1 of
 /// two exclusively, as `kmm-sim replay` does.
 struct Kmalloc {
-    mm: MemoryManager,
+    mm: MemoryManager<kmm::DefaultBuddy, kmm_host::HostCpus>,
     _cpu: kmm_host::CpuBinding<'static>,
 }
 

@@ -326,6 +326,16 @@ impl HostCpus {
     }
 }
 
+impl HostCpus {
+    /// [`CpuContext::current_cpu_exclusive`] when the thread last used
+    /// another machine: its binding to this one, if any.
+    #[inline(never)]
+    fn current_cpu_searched(&self) -> (usize, bool) {
+        self.read()
+            .map_or((0, false), |e| (e.cpu, e.claim == Claim::Exclusive))
+    }
+}
+
 impl CpuContext for HostCpus {
     fn nr_cpus(&self) -> usize {
         self.nr_cpus
@@ -336,7 +346,10 @@ impl CpuContext for HostCpus {
         self.current_cpu_exclusive().0
     }
 
-    #[inline]
+    /// One thread-local read when the thread last used this machine (the
+    /// slab fast paths ask on every call, so this part is always inlined);
+    /// a search of the thread's bindings otherwise.
+    #[inline(always)]
     fn current_cpu_exclusive(&self) -> (usize, bool) {
         let (key, cpu) = LAST_CPU.with(Cell::get);
         if key == self.machine + 1 {
@@ -345,8 +358,7 @@ impl CpuContext for HostCpus {
         if key == 0 {
             return (0, false);
         }
-        self.read()
-            .map_or((0, false), |e| (e.cpu, e.claim == Claim::Exclusive))
+        self.current_cpu_searched()
     }
 
     /// A full fence, and `membarrier` while any CPU is held exclusively, so

@@ -49,10 +49,14 @@ std::thread_local! {
     static HOLD: RefCell<Option<CpuBinding<'static>>> = const { RefCell::new(None) };
 }
 
+/// The slab layer of a [`GlobalKmalloc`]'s machine.
+type HostSlab = SlabAllocator<ZonedAllocator<DefaultBuddy>, HostCpus>;
+
 /// The machine behind a [`GlobalKmalloc`].
 struct Machine {
-    /// The memory manager.
-    mm: MemoryManager,
+    /// The memory manager, on its `HostCpus` by type (the slab fast paths
+    /// read the thread's CPU without an indirect call).
+    mm: MemoryManager<DefaultBuddy, HostCpus>,
     /// Its CPUs, to bind threads to: leaked (a few words per booted
     /// allocator, which lives as long as the program) so that a thread's
     /// exclusive binding can live in a thread-local.
@@ -154,7 +158,7 @@ impl GlobalKmalloc {
     /// The memory manager, once booted (`None` before the first allocation or
     /// if the machine could not boot). Allocating while using it is fine:
     /// the thread is not inside kmm then.
-    pub fn memory_manager(&self) -> Option<&MemoryManager> {
+    pub fn memory_manager(&self) -> Option<&MemoryManager<DefaultBuddy, HostCpus>> {
         self.machine.get()?.as_ref().map(|m| &m.mm)
     }
 
@@ -210,13 +214,7 @@ impl GlobalKmalloc {
     /// The slab layer and the calling thread's CPU, binding the thread to
     /// the next CPU (round-robin) on its first allocation.
     #[inline]
-    fn slab(
-        &self,
-    ) -> Option<(
-        &Machine,
-        &SlabAllocator<ZonedAllocator<DefaultBuddy>>,
-        usize,
-    )> {
+    fn slab(&self) -> Option<(&Machine, &HostSlab, usize)> {
         let machine = self.machine()?;
         let slab = machine.mm.slab()?;
         let cpu = match CPU.try_with(Cell::get) {

@@ -56,7 +56,7 @@ pub use kmm_slab::{
 pub use kmm_vmalloc::{self as vmalloc, VmallocError, VmallocSpace};
 pub use kmm_zone::{Arch, MachineLayout, ZoneError, ZonedAllocator, snapshot::ZoneSnapshot};
 pub use manager::{
-    Backing, FrameState, KmmError, MachineConfig, MemoryManager, MemorySpec, Summary,
+    Backing, FrameState, KmmError, MachineConfig, MachineCpus, MemoryManager, MemorySpec, Summary,
 };
 pub use percpu_chunks::VmallocChunks;
 pub use vm::VirtualLayout;

@@ -192,16 +192,37 @@ pub struct Summary {
 /// Linux page-allocator API, and the `/proc` files Linux prints.
 ///
 /// `B` is the buddy backend: [`DefaultBuddy`] unless named.
-pub struct MemoryManager<B: BuddyBackend = DefaultBuddy> {
+pub struct MemoryManager<B: BuddyBackend = DefaultBuddy, C: ?Sized = dyn CpuContext> {
     config: MachineConfig,
     pages: Arc<ZonedAllocator<B>>,
     sim_cpus: Option<Arc<FixedCpu>>,
     pub(crate) vm: Vm,
     /// The slab layer, when the frames have memory behind them.
-    pub(crate) slab: Option<Arc<SlabAllocator<ZonedAllocator<B>>>>,
+    pub(crate) slab: Option<Arc<SlabAllocator<ZonedAllocator<B>, C>>>,
 }
 
-impl<B: BuddyBackend> fmt::Debug for MemoryManager<B> {
+/// A CPU context a machine boots on ([`MemoryManager::boot_with`]): any
+/// [`CpuContext`] type, or `dyn CpuContext`. The slab layer gets it as it
+/// is (so a concrete type's CPU query inlines into the slab fast paths);
+/// the page allocator and the virtual-memory layers get it as a trait object.
+pub trait MachineCpus: CpuContext + 'static {
+    /// The context as a trait object.
+    fn into_dyn(self: Arc<Self>) -> Arc<dyn CpuContext>;
+}
+
+impl<T: CpuContext + 'static> MachineCpus for T {
+    fn into_dyn(self: Arc<Self>) -> Arc<dyn CpuContext> {
+        self
+    }
+}
+
+impl MachineCpus for dyn CpuContext {
+    fn into_dyn(self: Arc<Self>) -> Arc<dyn CpuContext> {
+        self
+    }
+}
+
+impl<B: BuddyBackend, C: ?Sized> fmt::Debug for MemoryManager<B, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryManager")
             .field("backend", &B::NAME)
@@ -224,10 +245,16 @@ impl<B: BuddyBackend> MemoryManager<B> {
         mm.sim_cpus = Some(cpus);
         Ok(mm)
     }
+}
 
+impl<B: BuddyBackend, C: ?Sized + MachineCpus> MemoryManager<B, C> {
     /// Boots a machine whose CPUs are `cpus` (for example `kmm_host::HostCpus`
     /// or a kernel's own); `config.cpus` must match `cpus.nr_cpus()`.
-    pub fn boot_with(config: MachineConfig, cpus: Arc<dyn CpuContext>) -> Result<Self, KmmError> {
+    ///
+    /// `C` is the CPU context's type: pass an `Arc<HostCpus>` (or your own
+    /// type) and the slab layer's fast paths ask it for the CPU without an
+    /// indirect call; pass an `Arc<dyn CpuContext>` for the trait object.
+    pub fn boot_with(config: MachineConfig, cpus: Arc<C>) -> Result<Self, KmmError> {
         if config.cpus == 0 || cpus.nr_cpus() != config.cpus {
             return Err(KmmError::Config(
                 "the CPU context does not have `cpus` CPUs",
@@ -251,12 +278,13 @@ impl<B: BuddyBackend> MemoryManager<B> {
             pcp: config.pcp.unwrap_or(!toy),
             min_free_kbytes: config.min_free_kbytes,
         };
-        let pages = Arc::new(ZonedAllocator::new(zoned, cpus.clone(), phys.clone())?);
+        let dyn_cpus = Arc::clone(&cpus).into_dyn();
+        let pages = Arc::new(ZonedAllocator::new(zoned, dyn_cpus.clone(), phys.clone())?);
         let totalram = pages.snapshots().iter().map(|z| z.managed).sum();
         let page_allocator: Arc<dyn PageAllocator> = pages.clone();
         // `kmem_cache_init`: only frames with memory behind them can hold slabs.
         let slab = if phys.has_memory() {
-            Some(Arc::new(SlabAllocator::new(pages.clone(), cpus.clone())?))
+            Some(Arc::new(SlabAllocator::new(pages.clone(), cpus)?))
         } else {
             None
         };
@@ -267,7 +295,7 @@ impl<B: BuddyBackend> MemoryManager<B> {
             totalram,
             pages: page_allocator,
             phys,
-            cpus,
+            cpus: dyn_cpus,
             #[cfg(feature = "std")]
             host: host.as_ref(),
             #[cfg(not(feature = "std"))]
@@ -283,7 +311,9 @@ impl<B: BuddyBackend> MemoryManager<B> {
             slab,
         })
     }
+}
 
+impl<B: BuddyBackend, C: ?Sized + CpuContext> MemoryManager<B, C> {
     /// The configuration the machine booted with.
     pub fn config(&self) -> &MachineConfig {
         &self.config

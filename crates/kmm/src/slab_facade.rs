@@ -12,20 +12,21 @@ use core::ptr::NonNull;
 
 use kmm_buddy::BuddyBackend;
 use kmm_gfp::Gfp;
+use kmm_percpu::CpuContext;
 use kmm_slab::{KmemCache, SlabAllocator, SlabFlags};
 use kmm_zone::ZonedAllocator;
 
 use crate::{KmmError, MemoryManager};
 
-impl<B: BuddyBackend> MemoryManager<B> {
+impl<B: BuddyBackend, C: ?Sized + CpuContext> MemoryManager<B, C> {
     /// The slab layer, or `None` on a machine without memory behind its frames.
-    pub fn slab(&self) -> Option<&SlabAllocator<ZonedAllocator<B>>> {
+    pub fn slab(&self) -> Option<&SlabAllocator<ZonedAllocator<B>, C>> {
         self.slab.as_deref()
     }
 
     /// The slab layer or [`KmmError::NoSlab`].
     #[inline]
-    fn slab_or_err(&self) -> Result<&SlabAllocator<ZonedAllocator<B>>, KmmError> {
+    fn slab_or_err(&self) -> Result<&SlabAllocator<ZonedAllocator<B>, C>, KmmError> {
         match self.slab.as_deref() {
             Some(slab) => Ok(slab),
             None => Err(KmmError::NoSlab),

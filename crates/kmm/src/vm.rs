@@ -342,7 +342,7 @@ pub(crate) struct VmMeminfo {
     pub(crate) percpu_kb: u64,
 }
 
-impl<B: BuddyBackend> MemoryManager<B> {
+impl<B: BuddyBackend, C: ?Sized + CpuContext> MemoryManager<B, C> {
     /// The machine's kernel virtual layout.
     pub fn virtual_layout(&self) -> VirtualLayout {
         self.vm.layout

@@ -20,8 +20,8 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use kmm::{
-    Arch, Backing, GFP_KERNEL, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KmmError, MachineConfig,
-    MemoryManager, MemorySpec, PAGE_SIZE, SlabError,
+    Arch, Backing, DefaultBuddy, GFP_KERNEL, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KmmError,
+    MachineConfig, MemoryManager, MemorySpec, PAGE_SIZE, SlabError,
 };
 use kmm_host::{CpuBinding, HostCpus};
 
@@ -31,7 +31,7 @@ use crate::replay::heap::{FootprintInfo, Handle, HeapError, ReplayHeap};
 #[derive(Debug)]
 pub(crate) struct KmmHeap {
     /// The machine.
-    mm: MemoryManager,
+    mm: MemoryManager<DefaultBuddy, HostCpus>,
     /// The replaying thread's hold on CPU 1 (`None` if the host refused it: the thread then
     /// runs as CPU 0, sharing it), which keeps its `HostCpus` alive.
     _cpu: Option<CpuBinding<'static>>,
