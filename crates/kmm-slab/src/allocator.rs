@@ -14,7 +14,7 @@ use kmm_page::{PAGE_SIZE, PageAllocator, PageFlags, PageType, Pfn, get_order};
 use kmm_percpu::CpuContext;
 use spin::{Mutex, Once};
 
-use crate::cache::{Cache, CpuSlot, Lookup, NO_SLAB, SlabMeta};
+use crate::cache::{Cache, CpuSlot, Lookup, NO_SLAB, SLAB_ID_BITS, SlabMeta};
 use crate::layout::{
     ARCH_SLAB_MINALIGN, DMA_KMALLOC_NAMES, KMALLOC_CREATE_ORDER, KMALLOC_MAX_CACHE_SIZE,
     KMALLOC_MAX_SIZE, KMALLOC_NAMES, calculate_alignment, calculate_sizes, kmalloc_index,
@@ -34,9 +34,11 @@ fn zero_or_null(p: NonNull<u8>) -> bool {
     p.as_ptr().addr() <= 16
 }
 
-/// Slab descriptors: 2048 chunks of 1024 (up to 2 Mi slabs).
+/// Slab descriptors: 2048 chunks of 1024 (up to 2 Mi slabs, whose ids fit
+/// the `SLAB_ID_BITS` of a slab frame's `private` word).
 const SLAB_DIR: usize = 2048;
 const SLAB_CHUNK: usize = 1024;
+const _: () = assert!(SLAB_DIR * SLAB_CHUNK <= 1 << SLAB_ID_BITS);
 /// Caches ever created: 256 chunks of 256.
 const CACHE_DIR: usize = 256;
 const CACHE_CHUNK: usize = 256;
@@ -164,6 +166,9 @@ pub struct SlabAllocator<P: ?Sized = dyn PageAllocator, C: ?Sized = dyn CpuConte
     list: Mutex<Vec<Arc<Cache>>>,
     kmalloc: Vec<Arc<Cache>>,
     dma: Vec<Arc<Cache>>,
+    /// The caches created at boot (the kmalloc and dma-kmalloc ones) by id,
+    /// as slab frames name them (see `cache::SLAB_ID_BITS`).
+    pub(crate) early: Vec<Arc<Cache>>,
     large_lock: Mutex<()>,
     large_pages: AtomicUsize,
     pub(crate) instance: u64,
@@ -219,6 +224,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             list: Mutex::new(Vec::new()),
             kmalloc: Vec::new(),
             dma: Vec::new(),
+            early: Vec::new(),
             large_lock: Mutex::new(()),
             large_pages: AtomicUsize::new(0),
             instance,
@@ -253,6 +259,10 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
                 sa.kmalloc = made;
             }
         }
+        // Ids are handed out in order from 0, so these are all caches so far.
+        sa.early = (0..sa.next_cache.load(Relaxed))
+            .map_while(|id| sa.cache_by_id(id).cloned())
+            .collect();
         Ok(sa)
     }
 
@@ -648,11 +658,16 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         let addr = p.as_ptr().addr();
         match self.lookup(addr)? {
             Lookup::Large { pfn, order } => self.free_large(addr, pfn, order),
-            Lookup::Slab(id) => {
-                let cache = self
-                    .meta(id)
-                    .and_then(|meta| meta.cache.load(Relaxed).checked_sub(1))
-                    .and_then(|c| self.cache_by_id(c));
+            Lookup::Slab { id, early } => {
+                // A kmalloc cache straight from the frame; others through
+                // the slab's descriptor.
+                let cache = match self.early.get((early as usize).wrapping_sub(1)) {
+                    Some(cache) => Some(cache),
+                    None => self
+                        .meta(id)
+                        .and_then(|meta| meta.cache.load(Relaxed).checked_sub(1))
+                        .and_then(|c| self.cache_by_id(c)),
+                };
                 match cache {
                     Some(cache) => self.cache_free(cache, p, Some(id)),
                     None => Err(SlabError::ForeignPointer { addr }),
@@ -721,7 +736,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
                     self.large_mem(pfn, order).map(|m| (m, 0)),
                 )
             }
-            Lookup::Slab(_) => {
+            Lookup::Slab { .. } => {
                 let (cache, _) = self.object_of(addr)?;
                 (cache.layout.object_size, self.object_mem(addr))
             }
@@ -757,7 +772,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// The name of the cache that holds `ptr` (anywhere inside a slab of it),
     /// `None` for large kmallocs and foreign pointers.
     pub fn cache_of(&self, ptr: NonNull<u8>) -> Option<String> {
-        let Ok(Lookup::Slab(id)) = self.lookup(ptr.as_ptr().addr()) else {
+        let Ok(Lookup::Slab { id, .. }) = self.lookup(ptr.as_ptr().addr()) else {
             return None;
         };
         let meta = self.meta(id)?;
@@ -777,7 +792,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// free (sequence 0: never freed). `None` for other objects.
     pub fn object_tracks(&self, ptr: NonNull<u8>) -> Option<[(usize, usize); 2]> {
         let addr = ptr.as_ptr().addr();
-        let Ok(Lookup::Slab(id)) = self.lookup(addr) else {
+        let Ok(Lookup::Slab { id, .. }) = self.lookup(addr) else {
             return None;
         };
         let meta = self.meta(id)?;

@@ -487,9 +487,26 @@ impl Cache {
 
 /// What the frame of an address says it belongs to (`virt_to_slab` / `virt_to_folio`).
 pub(crate) enum Lookup {
-    Slab(u32),
-    Large { pfn: Pfn, order: u32 },
+    /// A slab: its descriptor id, and its cache's index + 1 in
+    /// `SlabAllocator::early` (0 for other caches). See [`frame_word`].
+    Slab {
+        id: u32,
+        early: u32,
+    },
+    Large {
+        pfn: Pfn,
+        order: u32,
+    },
 }
+
+/// A slab frame's `private` word holds the slab's descriptor id in its low
+/// `SLAB_ID_BITS` bits, and above them the index + 1 of its cache in
+/// `SlabAllocator::early` (the kmalloc caches), or 0: `kfree` of a kmalloc
+/// object finds its cache from the frame alone, without the descriptor
+/// table and the cache table (Linux's `struct slab` has `slab_cache` for
+/// the same reason).
+pub(crate) const SLAB_ID_BITS: u32 = 21;
+pub(crate) const SLAB_ID_MASK: u32 = (1 << SLAB_ID_BITS) - 1;
 
 /// The `S_FROZEN` state of `cpu`.
 fn frozen(cpu: usize) -> u32 {
@@ -564,6 +581,17 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         Some(base)
     }
 
+    /// The `private` word of the frames of slab `id` of `cache` (see
+    /// [`SLAB_ID_BITS`]).
+    fn frame_word(&self, cache: &Cache, id: u32) -> u32 {
+        let early = if (cache.id as usize) < self.early.len() {
+            cache.id + 1
+        } else {
+            0
+        };
+        id | early << SLAB_ID_BITS
+    }
+
     #[inline(always)]
     pub(crate) fn meta(&self, id: u32) -> Option<&SlabMeta> {
         self.slabs.get(id as usize)
@@ -577,7 +605,11 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         let frame = self.pages.virt_to_page(addr);
         if let Some((pfn, f)) = frame {
             if f.test(PageFlags::SLAB) {
-                return Ok(Lookup::Slab(f.private()));
+                let word = f.private();
+                return Ok(Lookup::Slab {
+                    id: word & SLAB_ID_MASK,
+                    early: word >> SLAB_ID_BITS,
+                });
             }
             if f.page_type() == PageType::LargeKmalloc && f.private() >> 8 == self.tag {
                 return Ok(Lookup::Large {
@@ -775,7 +807,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         let id = match slab {
             Some(id) => id,
             None => match self.lookup(addr)? {
-                Lookup::Slab(id) => id,
+                Lookup::Slab { id, .. } => id,
                 Lookup::Large { .. } => {
                     return Err(SlabError::WrongCache {
                         addr,
@@ -1302,7 +1334,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         // The frames say which slab they belong to (`slab_set_pfmemalloc`, `__folio_set_slab`).
         for i in 0..(1usize << order) {
             if let Some(f) = self.pages.pfn_to_page(Pfn(pfn.0 + i)) {
-                f.set_private(id);
+                f.set_private(self.frame_word(cache, id));
                 if i == 0 {
                     f.set_page_type(PageType::Slab);
                     f.set(PageFlags::SLAB);
@@ -1630,7 +1662,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// For `ksize`/`krealloc`/`cache_of`: the cache and object offset of a
     /// live slab object at `addr`, validated under the node lock.
     pub(crate) fn object_of(&self, addr: usize) -> Result<(&Arc<Cache>, usize), SlabError> {
-        let Lookup::Slab(id) = self.lookup(addr)? else {
+        let Lookup::Slab { id, .. } = self.lookup(addr)? else {
             return Err(SlabError::ForeignPointer { addr });
         };
         let meta = self.meta(id).ok_or(SlabError::ForeignPointer { addr })?;
@@ -1658,7 +1690,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
 
     /// The memory of the slab holding the live object at `addr` (kept alive by that object).
     pub(crate) fn object_mem(&self, addr: usize) -> Option<(SlabMem, usize)> {
-        let Ok(Lookup::Slab(id)) = self.lookup(addr) else {
+        let Ok(Lookup::Slab { id, .. }) = self.lookup(addr) else {
             return None;
         };
         let meta = self.meta(id)?;
@@ -1741,7 +1773,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
                     .pfn_to_page(Pfn(pfn + i))
                     .ok_or(format!("{name}: slab {id} frame missing"))?;
                 let ok = f.test(PageFlags::SLAB)
-                    && f.private() == id as u32
+                    && f.private() == self.frame_word(cache, id as u32)
                     && (i == 0) == (f.page_type() == PageType::Slab)
                     && (i > 0) == f.test(PageFlags::TAIL);
                 if !ok {
