@@ -488,7 +488,7 @@ impl Cache {
 /// What the frame of an address says it belongs to (`virt_to_slab` / `virt_to_folio`).
 pub(crate) enum Lookup {
     /// A slab: its descriptor id, and its cache's index + 1 in
-    /// `SlabAllocator::early` (0 for other caches). See [`frame_word`].
+    /// `SlabAllocator::early` (0 for other caches). See [`SLAB_ID_BITS`].
     Slab {
         id: u32,
         early: u32,
