@@ -650,7 +650,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// [`SlabError::ForeignPointer`], [`SlabError::NotObjectStart`],
     /// [`SlabError::DoubleFree`]: nothing changes; and the
     /// [`SlabAllocator::kmem_cache_free`] reports.
-    #[inline]
+    #[inline(always)]
     pub fn kfree(&self, ptr: Option<NonNull<u8>>) -> Result<(), SlabError> {
         let Some(p) = ptr.filter(|&p| !zero_or_null(p)) else {
             return Ok(());
