@@ -1332,9 +1332,10 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         meta.next.store(NO_SLAB, Relaxed);
         meta.prev.store(NO_SLAB, Relaxed);
         // The frames say which slab they belong to (`slab_set_pfmemalloc`, `__folio_set_slab`).
+        let word = self.frame_word(cache, id);
         for i in 0..(1usize << order) {
             if let Some(f) = self.pages.pfn_to_page(Pfn(pfn.0 + i)) {
-                f.set_private(self.frame_word(cache, id));
+                f.set_private(word);
                 if i == 0 {
                     f.set_page_type(PageType::Slab);
                     f.set(PageFlags::SLAB);
@@ -1767,13 +1768,14 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             }
             free += own;
             let pfn = meta.pfn.load(Relaxed);
+            let word = self.frame_word(cache, id as u32);
             for i in 0..(1usize << order) {
                 let f = self
                     .pages
                     .pfn_to_page(Pfn(pfn + i))
                     .ok_or(format!("{name}: slab {id} frame missing"))?;
                 let ok = f.test(PageFlags::SLAB)
-                    && f.private() == self.frame_word(cache, id as u32)
+                    && f.private() == word
                     && (i == 0) == (f.page_type() == PageType::Slab)
                     && (i > 0) == f.test(PageFlags::TAIL);
                 if !ok {
