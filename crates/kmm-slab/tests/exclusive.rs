@@ -67,9 +67,7 @@ fn frees_from_another_exclusive_cpu_keep_every_count() {
     }
     m.slab.check_invariants().unwrap();
     m.slab.kmem_cache_destroy(&c).unwrap();
-    m.slab.shrink_all();
-    assert_eq!(m.slab.slab_pages(), 0);
-    assert_eq!(m.buddy_free(), free0);
+    m.assert_all_pages_back(free0);
 }
 
 #[test]
@@ -88,9 +86,7 @@ fn kmalloc_objects_freed_from_another_exclusive_cpu() {
     let p = m.slab.kmalloc(120, GFP_KERNEL).unwrap();
     assert_eq!(active(&m, "kmalloc-128"), 1);
     m.slab.kfree(Some(p)).unwrap();
-    m.slab.shrink_all();
-    assert_eq!(m.slab.slab_pages(), 0);
-    assert_eq!(m.buddy_free(), free0);
+    m.assert_all_pages_back(free0);
 }
 
 #[test]

@@ -160,9 +160,7 @@ fn alloc_here_free_there(exclusive: bool) {
         .unwrap();
     assert_eq!(row.active_objs, 0);
     assert_eq!(m.slab.kmem_cache_shrink(&cache), Ok(true));
-    m.slab.shrink_all();
-    assert_eq!(m.slab.slab_pages(), 0);
-    assert_eq!(m.buddy_free(), free0);
+    m.assert_all_pages_back(free0);
 }
 
 #[test]
@@ -211,9 +209,7 @@ fn threads_sharing_a_cpu_race_on_its_freelist() {
     m.slab.check_invariants().unwrap();
     assert_eq!(m.slab.kmem_cache_shrink(&cache), Ok(true));
     m.slab.kmem_cache_destroy(&cache).unwrap();
-    m.slab.shrink_all();
-    assert_eq!(m.slab.slab_pages(), 0);
-    assert_eq!(m.buddy_free(), free0);
+    m.assert_all_pages_back(free0);
 }
 
 #[test]
@@ -258,7 +254,5 @@ fn exclusive_owners_meet_a_flusher_from_outside() {
     m.slab.check_invariants().unwrap();
     assert_eq!(m.slab.kmem_cache_shrink(&cache), Ok(true));
     m.slab.kmem_cache_destroy(&cache).unwrap();
-    m.slab.shrink_all();
-    assert_eq!(m.slab.slab_pages(), 0);
-    assert_eq!(m.buddy_free(), free0);
+    m.assert_all_pages_back(free0);
 }

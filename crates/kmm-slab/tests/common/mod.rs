@@ -32,6 +32,15 @@ impl Machine {
         self.pages.snapshots().iter().map(|s| s.free_pages).sum()
     }
 
+    /// The end of a test: shrinks every cache, then every slab page is back
+    /// in the buddy and its free count is `free0` again.
+    #[track_caller]
+    pub fn assert_all_pages_back(&self, free0: usize) {
+        self.slab.shrink_all();
+        assert_eq!(self.slab.slab_pages(), 0);
+        assert_eq!(self.buddy_free(), free0);
+    }
+
     /// Everything observable: slabinfo, meminfo, invariants, free pages.
     pub fn digest(&self) -> String {
         format!(
