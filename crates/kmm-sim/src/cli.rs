@@ -1,5 +1,5 @@
 //! The command line: `kmm-sim [run SCRIPT [--keep-going] [--echo] [--picture FILE.svg] | repl |
-//! replay TRACE [--compare system,talc] [--mem SIZE] [--quiet]]`.
+//! replay TRACE [--compare system,talc] [--mem SIZE] [--lazy-memory] [--quiet]]`.
 
 use std::path::PathBuf;
 

@@ -24,6 +24,11 @@
 //! The talc baseline allocates from one arena taken from the system allocator before its clock
 //! starts: 4 bytes per byte of the trace's peak of live bytes, 64 bytes per object of its peak
 //! of live objects, plus 64 MiB ([`talc::arena_bytes`]).
+//! Before its clock starts, the kmm machine's memory and the talc arena are made resident
+//! ([`heap::ReplayHeap::make_resident`]), as a kernel's RAM and an embedded heap's arena are,
+//! so that neither times the host's first-touch page faults; `--lazy-memory` leaves them to be
+//! faulted in during the replay. The system allocator takes memory from the host as it grows
+//! and pays its faults either way.
 //!
 //! `slab_waste_bytes`, `pages_at_peak_live` and `overhead` (bytes of the pages held per byte
 //! the program had live in the heap) are sampled right after the event where the trace's live bytes peak; `peak_pages` is the most
@@ -67,6 +72,12 @@ pub(crate) struct ReplayArgs {
     /// Memory of the simulated machine kmalloc runs on (K, M, G suffixes).
     #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
     pub(crate) mem: u64,
+    /// Leave the kmm machine's memory and the talc arena to be faulted in by first touch during
+    /// the timed replay. By default both are made resident before the clock starts, as a
+    /// kernel's RAM and an embedded heap's arena are; the system allocator always takes its
+    /// memory from the host as it grows.
+    #[arg(long)]
+    pub(crate) lazy_memory: bool,
     /// Show no progress bar (it only shows on a terminal anyway).
     #[arg(long, short)]
     pub(crate) quiet: bool,
@@ -148,7 +159,7 @@ fn replay_all(args: &ReplayArgs, setup: &Setup<'_>, out: &mut dyn Write) -> Resu
     // The kmm machine is dropped before the baselines run, so that its memory is not in the way.
     let kmm = {
         let mut heap = (setup.kmm_heap)(args.mem)?;
-        run_one(&mut *heap, &trace, setup)?
+        run_one(&mut *heap, &trace, args, setup)?
     };
     print(out, &timing_line("kmm", &kmm))?;
     print(out, &memory_line(&kmm))?;
@@ -157,7 +168,7 @@ fn replay_all(args: &ReplayArgs, setup: &Setup<'_>, out: &mut dyn Write) -> Resu
     for baseline in Baseline::unique(&args.compare) {
         let (report, hint) = match baseline {
             Baseline::System => (
-                run_one(&mut SystemHeap::new(), &trace, setup)?,
+                run_one(&mut SystemHeap::new(), &trace, args, setup)?,
                 "the system allocator is out of memory".to_owned(),
             ),
             Baseline::Talc => {
@@ -166,7 +177,7 @@ fn replay_all(args: &ReplayArgs, setup: &Setup<'_>, out: &mut dyn Write) -> Resu
                     "the talc arena of {} bytes is too small for this trace",
                     heap.arena_size()
                 );
-                (run_one(&mut heap, &trace, setup)?, hint)
+                (run_one(&mut heap, &trace, args, setup)?, hint)
             }
         };
         print(out, &timing_line(&report.heap, &report))?;
@@ -176,12 +187,17 @@ fn replay_all(args: &ReplayArgs, setup: &Setup<'_>, out: &mut dyn Write) -> Resu
     refused(&kmm, "a larger --mem may help")
 }
 
-/// Replays `trace` through `heap` with a progress bar when it is long.
+/// Replays `trace` through `heap` with a progress bar when it is long, its memory made
+/// resident first unless `args` say `--lazy-memory`.
 fn run_one<H: ReplayHeap + ?Sized>(
     heap: &mut H,
     trace: &Trace,
+    args: &ReplayArgs,
     setup: &Setup<'_>,
 ) -> Result<ReplayReport, String> {
+    if !args.lazy_memory {
+        heap.make_resident()?;
+    }
     let events = trace.stats().events;
     let bar = if setup.progress && events > PROGRESS_MIN_EVENTS {
         let style = ProgressStyle::with_template("{msg:>6} [{bar:40}] {pos}/{len} events ({eta})")

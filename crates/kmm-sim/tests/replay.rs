@@ -105,7 +105,14 @@ fn replay_is_a_subcommand_with_its_options() {
     assert!(run.out.contains("replay"), "{}", run.out);
     let run = kmm_sim(&["replay", "--help"]);
     assert_eq!(run.code, Some(0));
-    for option in ["--compare", "--mem", "--quiet", "[default: 256M]", "system"] {
+    for option in [
+        "--compare",
+        "--mem",
+        "--lazy-memory",
+        "--quiet",
+        "[default: 256M]",
+        "system",
+    ] {
         assert!(
             run.out.contains(option),
             "{option} missing from:\n{}",

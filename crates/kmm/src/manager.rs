@@ -199,6 +199,9 @@ pub struct MemoryManager<B: BuddyBackend = DefaultBuddy, C: ?Sized = dyn CpuCont
     pub(crate) vm: Vm,
     /// The slab layer, when the frames have memory behind them.
     pub(crate) slab: Option<Arc<SlabAllocator<ZonedAllocator<B>, C>>>,
+    /// The host memory behind the frames ([`Backing::Host`]).
+    #[cfg(feature = "std")]
+    host: HostMem,
 }
 
 /// A CPU context a machine boots on ([`MemoryManager::boot_with`]): any
@@ -309,6 +312,8 @@ impl<B: BuddyBackend, C: ?Sized + MachineCpus> MemoryManager<B, C> {
             sim_cpus: None,
             vm,
             slab,
+            #[cfg(feature = "std")]
+            host,
         })
     }
 }
@@ -375,6 +380,24 @@ impl<B: BuddyBackend, C: ?Sized + CpuContext> MemoryManager<B, C> {
     /// Frees pages from [`MemoryManager::alloc_pages_exact`] (`free_pages_exact`).
     pub fn free_pages_exact(&self, pfn: Pfn, size: usize) -> Result<(), KmmError> {
         Ok(self.pages.free_pages_exact(pfn, size)?)
+    }
+
+    /// Makes the machine's host memory resident now
+    /// ([`kmm_host::HostMemory::populate`]), so that no later access to a
+    /// lowmem frame costs the host a page fault, as a kernel's RAM never
+    /// does. `Ok(false)` if the frames are not [`Backing::Host`] memory.
+    ///
+    /// # Errors
+    ///
+    /// [`KmmError::Host`] if the host cannot make the memory resident.
+    #[cfg(feature = "std")]
+    pub fn populate_host_memory(&self) -> Result<bool, KmmError> {
+        let Some(host) = &self.host else {
+            return Ok(false);
+        };
+        host.populate()
+            .map_err(|e| KmmError::Host(alloc::format!("{e}")))?;
+        Ok(true)
     }
 
     /// Gives every per-CPU page back to the buddy and lets a lazy buddy

@@ -86,22 +86,27 @@ fn mistakes_are_usage_errors() {
 #[test]
 fn replay_takes_a_trace_and_options() {
     use crate::replay::{Baseline, ReplayArgs};
-    let replay = |trace: &str, compare, mem, quiet| {
+    let replay = |trace: &str, compare, mem, lazy_memory, quiet| {
         Some(Mode::Replay(ReplayArgs {
             trace: PathBuf::from(trace),
             compare,
             mem,
+            lazy_memory,
             quiet,
         }))
     };
     assert_eq!(
         parse(&["replay", "t.gz"]).unwrap().mode,
-        replay("t.gz", vec![], 256 << 20, false)
+        replay("t.gz", vec![], 256 << 20, false, false)
     );
     assert_eq!(
         parse(&["replay", "--compare", "system", "--mem", "1G", "-q", "t"])
             .unwrap()
             .mode,
-        replay("t", vec![Baseline::System], 1 << 30, true)
+        replay("t", vec![Baseline::System], 1 << 30, false, true)
+    );
+    assert_eq!(
+        parse(&["replay", "--lazy-memory", "t"]).unwrap().mode,
+        replay("t", vec![], 256 << 20, true, false)
     );
 }

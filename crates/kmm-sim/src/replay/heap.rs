@@ -131,6 +131,16 @@ pub(crate) unsafe trait ReplayHeap {
         new_size: usize,
     ) -> Result<Handle, HeapError>;
 
+    /// Makes the memory the heap allocates from resident before the clock starts, when that
+    /// memory is fixed: a machine's RAM, an arena. A kernel's RAM and an embedded heap's arena
+    /// never fault; memory taken from the host does on first touch, which would time the
+    /// host's page faults rather than the allocator. The default does nothing, which is right
+    /// for the system allocator: it takes memory from the host as it grows, and faults are part
+    /// of its cost.
+    fn make_resident(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// What the heap holds from the memory below it; `None` for heaps that cannot say (the
     /// system allocator).
     fn footprint(&self) -> Option<FootprintInfo> {

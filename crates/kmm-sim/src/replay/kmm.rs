@@ -140,6 +140,14 @@ unsafe impl ReplayHeap for KmmHeap {
         "kmm"
     }
 
+    /// Populates the machine's host memory: the whole direct map (`--mem`) becomes resident.
+    fn make_resident(&mut self) -> Result<(), String> {
+        self.mm
+            .populate_host_memory()
+            .map(drop)
+            .map_err(|error| format!("cannot make the machine's memory resident: {error}"))
+    }
+
     fn alloc(&mut self, size: usize, align: usize) -> Result<Handle, HeapError> {
         let rounded = Self::effective_size(size, align)?;
         let ptr = self

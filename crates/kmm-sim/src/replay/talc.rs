@@ -21,6 +21,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt;
+use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 
 use talc::TalcCell;
@@ -83,6 +84,24 @@ impl Arena {
         let base = unsafe { System.alloc(layout) };
         let base = NonNull::new(base).ok_or_else(|| cannot("the system allocator refused"))?;
         Ok(Arena { base, layout })
+    }
+
+    /// Makes every page of the arena resident by writing one byte of each back as it is: the
+    /// host faults the page in for writing and nothing changes (talc's bookkeeping already
+    /// lives in the arena). A read alone would map the host's shared zero page and leave the
+    /// write fault to the replay.
+    fn fault_in(&self) {
+        for offset in (0..self.size()).step_by(ARENA_ALIGN) {
+            // SAFETY: `offset < size`, so the byte lies inside the arena, which this `Arena`
+            // owns for as long as it lives. It is copied as `MaybeUninit`, so an uninitialized
+            // byte stays so, and written back unchanged; nothing else runs meanwhile (the
+            // replay is single-threaded and talc is not in a call), and no reference to arena
+            // memory is held across this.
+            unsafe {
+                let byte = self.base.as_ptr().add(offset).cast::<MaybeUninit<u8>>();
+                byte.write_volatile(byte.read_volatile());
+            }
+        }
     }
 
     /// Its size in bytes.
@@ -182,6 +201,12 @@ impl TalcHeap {
 unsafe impl ReplayHeap for TalcHeap {
     fn name(&self) -> &str {
         "talc"
+    }
+
+    /// Touches every page of the arena, so that the host has faulted it all in.
+    fn make_resident(&mut self) -> Result<(), String> {
+        self.arena.fault_in();
+        Ok(())
     }
 
     fn alloc(&mut self, size: usize, align: usize) -> Result<Handle, HeapError> {

@@ -98,8 +98,17 @@ fn run(
         trace: path.to_owned(),
         compare: compare.to_vec(),
         mem,
+        lazy_memory: false,
         quiet: true,
     };
+    run_args(&args, kmm_heap)
+}
+
+/// Runs `replay` with `args`, the kmm side built by `kmm_heap`.
+fn run_args(
+    args: &ReplayArgs,
+    kmm_heap: &dyn Fn(u64) -> Result<Box<dyn ReplayHeap>, String>,
+) -> Printed {
     let setup = Setup {
         kmm_heap,
         progress: false,
@@ -109,7 +118,7 @@ fn run(
         },
     };
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let ok = run_with(&args, &setup, &mut out, &mut err);
+    let ok = run_with(args, &setup, &mut out, &mut err);
     Printed {
         ok,
         out: String::from_utf8(out)
@@ -458,4 +467,39 @@ fn every_published_trace_replays_cleanly() {
             kmm.failures.total()
         );
     }
+}
+
+#[test]
+fn each_heap_is_made_resident_before_its_clock_starts_unless_lazy() {
+    // A kmm side whose memory cannot be made resident: the default run asks, fails before
+    // replaying anything, and says why; `--lazy-memory` never asks.
+    fn unpopulatable(_mem: u64) -> Result<Box<dyn ReplayHeap>, String> {
+        let mut heap = PagedHeap::new();
+        heap.refuse_resident = true;
+        Ok(Box::new(heap))
+    }
+    let file = TempTrace::new("resident.trace", SMALL);
+    let mut args = ReplayArgs {
+        trace: file.0.clone(),
+        compare: vec![Baseline::System, Baseline::Talc],
+        mem: 256 << 20,
+        lazy_memory: false,
+        quiet: true,
+    };
+    let printed = run_args(&args, &unpopulatable);
+    assert!(!printed.ok, "{printed:?}");
+    assert_eq!(printed.out.len(), 1, "only the trace line: {printed:?}");
+    assert_eq!(
+        printed.err,
+        "error: the stand-in heap's memory cannot be made resident\n"
+    );
+    args.lazy_memory = true;
+    let printed = run_args(&args, &unpopulatable);
+    assert!(printed.ok, "{printed:?}");
+    assert_eq!(printed.out.len(), 7, "{printed:?}");
+    // The real heaps make their memory resident and replay the same.
+    args.lazy_memory = false;
+    let printed = run_args(&args, &kmm::kmm_heap);
+    assert!(printed.ok, "{printed:?}");
+    assert_eq!(printed.out.len(), 7, "{printed:?}");
 }

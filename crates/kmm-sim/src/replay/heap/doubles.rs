@@ -36,6 +36,8 @@ pub(crate) struct PagedHeap {
     objects: u64,
     /// How many times `check_invariants` ran.
     pub(crate) checks: Cell<u64>,
+    /// Whether `make_resident` fails.
+    pub(crate) refuse_resident: bool,
 }
 
 impl PagedHeap {
@@ -51,6 +53,7 @@ impl PagedHeap {
             waste: 0,
             objects: 0,
             checks: Cell::new(0),
+            refuse_resident: false,
         }
     }
 
@@ -141,6 +144,13 @@ unsafe impl ReplayHeap for PagedHeap {
         self.account(old_size, false);
         self.account(new_size, true);
         Ok(moved)
+    }
+
+    fn make_resident(&mut self) -> Result<(), String> {
+        if self.refuse_resident {
+            return Err("the stand-in heap's memory cannot be made resident".to_owned());
+        }
+        Ok(())
     }
 
     fn footprint(&self) -> Option<FootprintInfo> {
