@@ -250,8 +250,11 @@ impl GlobalKmalloc {
     /// The kmalloc size for `layout` (see the type's docs on alignment).
     fn kmalloc_size(layout: Layout) -> Option<usize> {
         let size = layout.size().max(1);
+        // A `Layout`'s alignment is a power of two, so masks round and test
+        // it (the compiler cannot know that, and would divide).
+        let mask = layout.align() - 1;
         let size = if layout.align() > 8 {
-            size.checked_next_multiple_of(layout.align())?
+            size.checked_add(mask)? & !mask
         } else {
             size
         };
@@ -269,7 +272,7 @@ impl GlobalKmalloc {
                 slab.kmalloc(size, GFP_KERNEL)
             }
             .ok()?;
-            if !ptr.as_ptr().addr().is_multiple_of(layout.align()) {
+            if ptr.as_ptr().addr() & (layout.align() - 1) != 0 {
                 // Not expected (see the alignment argument); give it back.
                 let _ = slab.kfree(Some(ptr));
                 return None;

@@ -36,6 +36,7 @@ impl<B: BuddyBackend, C: ?Sized + CpuContext> MemoryManager<B, C> {
     /// Allocates `size` bytes (`kmalloc`, `include/linux/slab.h`): a
     /// `kmalloc-*` cache up to 8 KiB, the page allocator above, at most
     /// `KMALLOC_MAX_SIZE` (4 MiB).
+    #[inline]
     pub fn kmalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, KmmError> {
         Ok(self.slab_or_err()?.kmalloc(size, gfp)?)
     }
@@ -48,6 +49,7 @@ impl<B: BuddyBackend, C: ?Sized + CpuContext> MemoryManager<B, C> {
     /// Frees memory from kmalloc or a slab cache (`kfree`, `mm/slub.c`);
     /// `None` and `ZERO_SIZE_PTR` are no-ops. A pointer the slab layer did
     /// not hand out is an error and changes nothing.
+    #[inline]
     pub fn kfree(&self, ptr: Option<NonNull<u8>>) -> Result<(), KmmError> {
         Ok(self.slab_or_err()?.kfree(ptr)?)
     }

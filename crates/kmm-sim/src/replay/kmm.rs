@@ -80,8 +80,11 @@ impl KmmHeap {
     /// large kmallocs are buddy blocks aligned to their size; so a size that is a multiple of
     /// `align` always lands in a class whose objects are aligned to `align`.
     fn effective_size(size: usize, align: usize) -> Result<usize, HeapError> {
+        // `align` is a power of two (the `ReplayHeap` contract), so a mask rounds it: the
+        // compiler cannot know that, and `checked_next_multiple_of` would divide.
+        let mask = align.wrapping_sub(1);
         let rounded = if align > 8 {
-            size.checked_next_multiple_of(align)
+            size.checked_add(mask).map(|s| s & !mask)
         } else {
             Some(size)
         };
@@ -106,7 +109,7 @@ impl KmmHeap {
 
     /// Checks that a new object honours `align`.
     fn check_aligned(ptr: NonNull<u8>, size: usize, align: usize) -> Result<(), HeapError> {
-        if size > 0 && align > 8 && !ptr.as_ptr().addr().is_multiple_of(align) {
+        if size > 0 && align > 8 && ptr.as_ptr().addr() & align.wrapping_sub(1) != 0 {
             return Err(HeapError::Other(format!(
                 "kmalloc returned {:p} for {size} bytes, not aligned to {align}",
                 ptr.as_ptr()
