@@ -336,7 +336,14 @@ impl HostCpus {
     }
 }
 
-impl CpuContext for HostCpus {
+// SAFETY: `bind_exclusive` grants a CPU to one thread only: it is refused
+// while any other thread is bound to that CPU, and every other binding to it
+// is refused while the hold lasts; threads with no binding run as CPU 0,
+// which is never held exclusively. `current_cpu_exclusive` answers from the
+// calling thread's own binding. `remote_fence` issues `membarrier` while any
+// exclusive hold exists, which is a fence in every running thread.
+#[expect(unsafe_code, reason = "implementing the unsafe `CpuContext`")]
+unsafe impl CpuContext for HostCpus {
     fn nr_cpus(&self) -> usize {
         self.nr_cpus
     }

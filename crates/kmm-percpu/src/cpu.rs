@@ -24,7 +24,29 @@ use core::sync::atomic::{Ordering::SeqCst, fence};
 /// caller, bracketed by a flag and a compiler fence, and a thread that
 /// touches another CPU's data raises its own flag, calls `remote_fence`, and
 /// then reads the owner's flag (an asymmetric Dekker handshake).
-pub trait CpuContext: Send + Sync {
+///
+/// # Safety
+///
+/// Per-CPU fast paths trust the exclusivity answer for memory safety (two
+/// threads both told they hold a CPU alone would pop the same object with
+/// plain stores), so an implementation promises that:
+///
+/// - while [`current_cpu_exclusive`](CpuContext::current_cpu_exclusive)
+///   answers `(cpu, true)` to a thread, no other thread's `current_cpu` or
+///   `current_cpu_exclusive` answers `cpu`, and the first thread keeps that
+///   CPU until it stops calling into per-CPU code for it;
+/// - [`remote_fence`](CpuContext::remote_fence) is a fence in every thread
+///   that holds a CPU exclusively, as documented there.
+///
+/// A context that never answers `true` (the default method) meets both. The
+/// other promises above (`current_cpu() < nr_cpus()`, preemption) are
+/// checked or tolerated where they are relied on, so breaking them is a bug
+/// but not undefined behaviour.
+#[expect(
+    unsafe_code,
+    reason = "exclusivity is a promise the slab layer's memory safety rests on"
+)]
+pub unsafe trait CpuContext: Send + Sync {
     /// The number of possible CPUs (`nr_cpu_ids`).
     fn nr_cpus(&self) -> usize;
     /// The CPU the caller runs on.

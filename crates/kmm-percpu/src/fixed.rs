@@ -74,7 +74,11 @@ impl FixedCpu {
     }
 }
 
-impl CpuContext for FixedCpu {
+// SAFETY: `FixedCpu` never answers that a CPU is held exclusively (the
+// default `current_cpu_exclusive`), and its `remote_fence` is the default
+// full fence, which is all that is promised then.
+#[expect(unsafe_code, reason = "implementing the unsafe `CpuContext`")]
+unsafe impl CpuContext for FixedCpu {
     fn nr_cpus(&self) -> usize {
         self.nr_cpus
     }

@@ -12,7 +12,10 @@ use kmm_percpu::{CpuContext, FixedCpu};
 /// remote closers). Sound only while a single thread uses it.
 pub(crate) struct SoleThread<C>(pub(crate) C);
 
-impl<C: Borrow<FixedCpu> + Send + Sync> CpuContext for SoleThread<C> {
+// SAFETY: the tests use a `SoleThread` from one thread only (its contract,
+// above), so the CPU it reports exclusive is no other thread's; with no other
+// thread, the default fence is a fence in every owner.
+unsafe impl<C: Borrow<FixedCpu> + Send + Sync> CpuContext for SoleThread<C> {
     fn nr_cpus(&self) -> usize {
         self.0.borrow().nr_cpus()
     }

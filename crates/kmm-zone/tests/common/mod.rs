@@ -87,7 +87,9 @@ impl ThreadCpus {
     }
 }
 
-impl CpuContext for ThreadCpus {
+// SAFETY: never exclusive (the default `current_cpu_exclusive`), with the
+// default fence.
+unsafe impl CpuContext for ThreadCpus {
     fn nr_cpus(&self) -> usize {
         self.0
     }
