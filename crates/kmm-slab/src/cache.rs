@@ -367,6 +367,9 @@ impl DerefMut for CpuGuard<'_> {
 impl Drop for CpuGuard<'_> {
     fn drop(&mut self) {
         let s = self.slot;
+        // The free fast paths rely on this to send frees to a slot without
+        // a slab down the slow path.
+        debug_assert!(!self.c.base.is_null() || self.c.last == 0);
         s.slab.store(self.c.slab, Relaxed);
         s.len.store(self.c.len, Relaxed);
         s.last.store(self.c.last, Release);
@@ -478,6 +481,15 @@ impl Cache {
         }
         let rel = off - self.layout.red_left_pad;
         self.recip.div(rel) * self.layout.size == rel
+    }
+
+    /// [`Cache::is_object_start`] for the fast paths, whose caller checked
+    /// `off <= last`: only caches without debug flags take them, so there is
+    /// no left red zone and objects start at multiples of the slot size.
+    #[inline(always)]
+    fn is_slot_start(&self, off: usize) -> bool {
+        debug_assert!(!self.debug && self.layout.red_left_pad == 0);
+        self.recip.div(off) * self.layout.size == off
     }
 
     fn addr_of(mem: &SlabMem, off: usize) -> usize {
@@ -688,12 +700,14 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             };
             let (head, tid) = unpack(ft);
             let off = addr.wrapping_sub(base.addr());
-            if head == F_CLOSED || base.is_null() || off > last {
+            // A slot without a slab has a null base and `last == 0`, so
+            // `off` is the address itself, above `last`.
+            if head == F_CLOSED || off > last {
                 break;
             }
             // The snapshot is consistent, so the verdict is about the slab
             // this CPU held at that moment.
-            if !cache.is_object_start(off, last) || off == head as usize {
+            if !cache.is_slot_start(off) || off == head as usize {
                 return Err(cold::bad_cpu_free(cache, addr, off, last));
             }
             // SAFETY: `base + off` is an object start of a slab of this cache
@@ -731,11 +745,12 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         let (ft, base, last) = slot.enter();
         let (head, tid) = unpack(ft);
         let off = addr.wrapping_sub(base.addr());
-        if head == F_CLOSED || base.is_null() || off > last {
+        // As in `shared_free`, a slot without a slab fails `off <= last`.
+        if head == F_CLOSED || off > last {
             slot.leave();
             return self.free_slow(cache, obj, slab);
         }
-        if !cache.is_object_start(off, last) || off == head as usize {
+        if !cache.is_slot_start(off) || off == head as usize {
             slot.leave();
             return Err(cold::bad_cpu_free(cache, addr, off, last));
         }
