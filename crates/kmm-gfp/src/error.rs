@@ -6,6 +6,7 @@ use crate::flags::Gfp;
 
 /// What can be wrong with a gfp mask or with its text form.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum GfpError {
     /// The zone modifiers form a combination that `GFP_ZONE_BAD` forbids
     /// (more than one of `__GFP_DMA`, `__GFP_DMA32` and `__GFP_HIGHMEM`);

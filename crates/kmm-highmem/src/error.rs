@@ -18,6 +18,7 @@ pub enum LocalKind {
 /// Every error leaves the mapping state, the per-CPU stacks and the
 /// preemption counter exactly as they were before the call.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HighmemError {
     /// Every pkmap slot has users, and the caller asked not to wait
     /// ([`Highmem::try_kmap`](crate::Highmem::try_kmap)).

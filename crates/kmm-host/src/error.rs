@@ -5,6 +5,7 @@ use kmm_page::{Pfn, PfnRange};
 /// Why a [`HostMemory`](crate::HostMemory) or [`HostCpus`](crate::HostCpus)
 /// request failed. Bad input leaves the state unchanged.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HostError {
     /// Two of the memory ranges given to [`HostMemory::new`](crate::HostMemory::new) overlap.
     #[error("memory ranges {a:?} and {b:?} overlap")]

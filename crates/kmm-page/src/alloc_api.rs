@@ -9,6 +9,7 @@ use crate::phys::PhysMemory;
 /// Why a page allocation or free failed. Every error leaves the allocator
 /// exactly as it was.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PageError {
     /// The order is above `MAX_PAGE_ORDER`.
     #[error("order {order} is above MAX_PAGE_ORDER ({max})")]

@@ -61,6 +61,7 @@ impl PfnRange {
 
 /// Why a [`MemMap`] could not be built.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MemMapError {
     /// Two ranges overlap.
     #[error("memory ranges {a:?} and {b:?} overlap")]

@@ -25,6 +25,7 @@ impl Prot {
 
 /// Why a mapping operation failed. The page tables are unchanged after every error.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MmuError {
     /// The address is not page aligned.
     #[error("virtual address {0:#x} is not page aligned")]

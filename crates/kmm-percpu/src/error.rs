@@ -2,6 +2,7 @@
 
 /// Why a per-CPU operation was refused. The state is unchanged after every one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PerCpuError {
     /// The CPU number is not below the number of possible CPUs.
     #[error("cpu {cpu} does not exist: there are {nr_cpus} possible cpus")]
@@ -30,6 +31,7 @@ pub enum PerCpuError {
 /// Why the per-CPU allocator ([`PercpuAllocator`](crate::PercpuAllocator))
 /// refused a request. The allocator's state is unchanged after every one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PercpuError {
     /// The size or alignment is illegal: `size == 0`, `size` above
     /// [`PCPU_MIN_UNIT_SIZE`](crate::PCPU_MIN_UNIT_SIZE), `align` not a power

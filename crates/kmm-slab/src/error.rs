@@ -14,6 +14,7 @@ use kmm_page::PageError;
 /// stays usable. Cache names are shared strings, so building an error never
 /// allocates.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SlabError {
     /// The page allocator refused the pages for a new slab or a large kmalloc.
     #[error("out of memory: {0}")]

@@ -12,6 +12,7 @@ use kmm_page::{MmuError, PageError, VirtAddr};
 /// and the page allocator are unchanged after the error, but the purge
 /// stays done.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum VmallocError {
     /// A request for zero bytes (Linux warns and returns `NULL`).
     #[error("zero-sized vmalloc request")]

@@ -71,6 +71,7 @@ impl ThreadSize {
 
 /// Why a stack operation failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StackError {
     /// The access hit the unmapped guard page below a vmap'ed stack: a stack
     /// overflow, caught instead of corrupting the neighbour.

@@ -7,6 +7,7 @@ use crate::layout::Arch;
 
 /// Why [`ZonedAllocator::new`](crate::ZonedAllocator::new) refused a layout.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ZoneError {
     /// The layout lists no zone.
     #[error("the layout has no zones")]

@@ -100,6 +100,7 @@ impl Default for MachineConfig {
 
 /// Why a memory-manager call failed. The state is unchanged after every error.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KmmError {
     /// The page allocator refused.
     #[error(transparent)]
