@@ -506,6 +506,11 @@ unsafe impl PhysMemory for HostMemory {
         Some(self.map.base.as_ptr().addr())
     }
 
+    /// The end of the mapping: `[0, lowmem_end)` frames from the base.
+    fn linear_map_end(&self) -> Option<usize> {
+        Some(self.map.base.as_ptr().addr() + self.map.len)
+    }
+
     /// Zeroes the frames: lowmem through the direct map, highmem by punching
     /// a hole in the memfd (zeros, and the memory goes back to the host).
     /// Returns `false`, having changed nothing, if some frame has no memory.

@@ -291,3 +291,21 @@ fn populate_makes_the_direct_map_resident_and_keeps_its_bytes() {
     mem.populate().unwrap();
     assert_eq!(mem.allocated_bytes().unwrap(), after);
 }
+
+#[test]
+fn the_linear_map_spans_exactly_the_lowmem_frames() {
+    // Frames [0, 16) and [32, 64), lowmem below 48: the map covers frames
+    // [0, 48), the hole included, and nothing past it.
+    let mem = machine();
+    let base = mem.linear_map_base().unwrap();
+    let end = mem.linear_map_end().unwrap();
+    assert_eq!(end - base, 48 * PAGE_SIZE);
+    assert_eq!(mem.direct_map(Pfn(0)).unwrap().as_ptr().addr(), base);
+    assert_eq!(
+        mem.direct_map(Pfn(47)).unwrap().as_ptr().addr(),
+        end - PAGE_SIZE
+    );
+    assert_eq!(mem.virt_to_pfn(end - 1), Some(Pfn(47)));
+    assert_eq!(mem.virt_to_pfn(end), None);
+    assert_eq!(mem.virt_to_pfn(base + 20 * PAGE_SIZE), None, "a hole");
+}

@@ -42,6 +42,16 @@ pub unsafe trait PhysMemory: Send + Sync {
         None
     }
 
+    /// One past the last byte of the linear direct map that
+    /// [`linear_map_base`](PhysMemory::linear_map_base) starts, if the memory
+    /// knows it: every direct-map address lies in `[base, end)`, so an address
+    /// outside it is not one of this memory's (`virt_addr_valid`'s first
+    /// test). The range may hold holes, for which `virt_to_pfn` is `None`.
+    /// The default is `None`.
+    fn linear_map_end(&self) -> Option<usize> {
+        None
+    }
+
     /// Fills `count` frames from `pfn` with zeros, including highmem frames
     /// (which the implementer reaches by its own means). Returns `false` if
     /// some frame has no memory behind it.

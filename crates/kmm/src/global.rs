@@ -190,17 +190,8 @@ impl GlobalKmalloc {
                 let kmallocs = (0..self.nr_cpus)
                     .map(|_| CachePadded::new(AtomicUsize::new(0)))
                     .collect();
-                // `HostMemory` maps frames `[0, min(lowmem_end, last frame + 1))`.
-                let layout = mm.pages().layout();
-                let end = layout
-                    .present_ranges()
-                    .iter()
-                    .map(|r| r.end)
-                    .max()?
-                    .min(layout.lowmem_end());
-                let start = mm.pages().phys().linear_map_base()?;
-                let direct_map =
-                    start..start.checked_add(end.0.checked_mul(kmm_page::PAGE_SIZE)?)?;
+                let phys = mm.pages().phys();
+                let direct_map = phys.linear_map_base()?..phys.linear_map_end()?;
                 Some(Machine {
                     mm,
                     cpus,
