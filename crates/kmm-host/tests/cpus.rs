@@ -311,3 +311,58 @@ fn an_owned_binding_keeps_its_machine_and_gives_the_cpu_back() {
     drop(shared);
     assert!(weak.upgrade().is_none());
 }
+
+/// A read-modify-write of both counters, slow enough for an overlap to
+/// lose an update.
+fn slow_add(v: &mut (usize, usize)) {
+    let before = v.0;
+    for _ in 0..64 {
+        std::hint::black_box(&mut *v);
+    }
+    v.1 += 1;
+    v.0 = before + 1;
+}
+
+#[test]
+fn local_locks_exclude_an_exclusive_owner_and_remote_takers() {
+    // CPU 1 is held alone by one thread, which takes its own data with plain
+    // stores (`this_cpu`) until two other threads are done taking CPU 1's
+    // data from outside (`lock`: the flag, `membarrier`, the wait for the
+    // owner). Slow read-modify-writes: a lost update means two were inside.
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    use kmm_percpu::LocalLocks;
+    const REMOTE_ROUNDS: usize = 10_000;
+    let cpus = HostCpus::new(3);
+    let locks = LocalLocks::new(3, |_| (0usize, 0usize));
+    let start = Barrier::new(3);
+    let finished = AtomicUsize::new(0);
+    let owner_rounds = thread::scope(|s| {
+        let owner = s.spawn(|| {
+            let _held = cpus.bind_exclusive(1).unwrap();
+            start.wait();
+            let mut rounds = 0;
+            while finished.load(SeqCst) < 2 {
+                let (cpu, mut g) = locks.this_cpu(&cpus);
+                assert_eq!(cpu, 1);
+                slow_add(&mut g);
+                rounds += 1;
+            }
+            rounds
+        });
+        for _ in 0..2 {
+            s.spawn(|| {
+                start.wait();
+                for _ in 0..REMOTE_ROUNDS {
+                    let mut g = locks.lock(1, &cpus);
+                    slow_add(&mut g);
+                }
+                finished.fetch_add(1, SeqCst);
+            });
+        }
+        owner.join().unwrap()
+    });
+    let total = owner_rounds + 2 * REMOTE_ROUNDS;
+    assert_eq!(*locks.lock(1, &cpus), (total, total));
+    assert_eq!(*locks.lock(0, &cpus), (0, 0));
+}
