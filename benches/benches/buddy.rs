@@ -3,14 +3,12 @@
 //! on `EagerBuddy`, `LazyBuddy` and `buddy_system_allocator`.
 
 use std::hint::black_box;
-use std::sync::Arc;
 
 use buddy_system_allocator::FrameAllocator;
 use criterion::{Criterion, criterion_group, criterion_main};
-use kmm_benches::{FRAMES, Rng, bare_buddy, zoned, zoned_on};
+use kmm_benches::{FRAMES, Rng, bare_buddy, zoned};
 use kmm_buddy::{BuddyBackend, EagerBuddy, LazyBuddy};
 use kmm_gfp::{GFP_KERNEL, MigrateType};
-use kmm_host::HostCpus;
 use kmm_page::Pfn;
 
 /// Live blocks kept during churn: a quarter of memory at mean order 2.
@@ -25,19 +23,6 @@ fn order0_pair(c: &mut Criterion) {
             pcp_on.free_pages(black_box(p), 0).unwrap();
         })
     });
-    // The same on a CPU the thread holds alone: the per-CPU list's
-    // `local_lock` is then taken with plain stores, as on a kernel CPU.
-    let host = Arc::new(HostCpus::new(2));
-    let pcp_excl = zoned_on::<EagerBuddy>(true, host.clone());
-    {
-        let _held = host.bind_exclusive(1).expect("CPU 1 alone");
-        g.bench_function("zoned_pcp_on_exclusive", |b| {
-            b.iter(|| {
-                let p = pcp_excl.alloc_pages(black_box(GFP_KERNEL), 0).unwrap();
-                pcp_excl.free_pages(black_box(p), 0).unwrap();
-            })
-        });
-    }
     let pcp_off = zoned::<EagerBuddy>(false);
     g.bench_function("zoned_pcp_off", |b| {
         b.iter(|| {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use kmm_buddy::BuddyBackend;
 use kmm_page::{MemMap, NoMemory, PfnRange};
-use kmm_percpu::{CpuContext, FixedCpu};
+use kmm_percpu::FixedCpu;
 use kmm_zone::{MachineLayout, ZonedAllocator, ZonedConfig};
 
 /// Frames managed by every buddy bench (256 MiB of 4 KiB frames).
@@ -58,15 +58,11 @@ pub fn bare_buddy<B: BuddyBackend>() -> B {
 /// A zoned allocator over one Normal zone of [`FRAMES`] frames on one CPU,
 /// with or without per-CPU page lists, and watermarks at 0.
 pub fn zoned<B: BuddyBackend>(pcp: bool) -> ZonedAllocator<B> {
-    zoned_on(pcp, Arc::new(FixedCpu::new(1)))
-}
-
-/// [`zoned`] on the CPUs of `cpus`.
-pub fn zoned_on<B: BuddyBackend>(pcp: bool, cpus: Arc<dyn CpuContext>) -> ZonedAllocator<B> {
     let cfg = ZonedConfig {
         layout: MachineLayout::toy(FRAMES, None),
         pcp,
         min_free_kbytes: None,
     };
+    let cpus = Arc::new(FixedCpu::new(1));
     ZonedAllocator::new(cfg, cpus, Arc::new(NoMemory)).expect("zoned allocator")
 }

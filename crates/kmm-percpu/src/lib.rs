@@ -16,11 +16,6 @@ mod error;
 mod fixed;
 #[expect(
     unsafe_code,
-    reason = "the per-CPU data behind `local_lock`: an `UnsafeCell` and its guards"
-)]
-mod local_lock;
-#[expect(
-    unsafe_code,
     reason = "chunk memory: allocation, zeroing and atomic access to per-CPU copies"
 )]
 mod memory;
@@ -37,7 +32,6 @@ pub use dynamic::{
 };
 pub use error::{PerCpuError, PercpuError};
 pub use fixed::FixedCpu;
-pub use local_lock::{LocalGuard, LocalLocks};
 pub use memory::{ChunkMemory, ChunkSource, HeapChunks, NumberChunks, PercpuWord};
 pub use preempt::PreemptGuard;
 pub use statics::StaticPercpu;

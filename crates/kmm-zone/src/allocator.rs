@@ -23,7 +23,7 @@ use kmm_page::{
     FrameIdx, FrameList, MAX_PAGE_ORDER, MemMap, PAGE_ALLOC_COSTLY_ORDER, PAGE_SHIFT, PAGE_SIZE,
     PageAllocator, PageError, PageFlags, PageFrame, PageType, Pfn, PhysMemory, get_order,
 };
-use kmm_percpu::{CpuContext, LocalLocks};
+use kmm_percpu::CpuContext;
 use spin::Mutex;
 
 use crate::error::ZoneError;
@@ -115,8 +115,8 @@ struct Zone<B: BuddyBackend> {
     batch: usize,
     high: usize,
     high_max: usize,
-    /// The CPUs' lists behind `local_lock`s, `None` when the lists are off.
-    pcp: Option<LocalLocks<PcpLists>>,
+    /// One entry per CPU, empty when the lists are off.
+    pcp: Vec<CachePadded<Mutex<PcpLists>>>,
 }
 
 impl<B: BuddyBackend> Zone<B> {
@@ -383,9 +383,13 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
             .map(|(((zone, map, buddy), watermarks), lowmem_reserve)| {
                 let managed = buddy.managed_pages();
                 let batch = zone_batchsize(managed);
-                let pcp = cfg
-                    .pcp
-                    .then(|| LocalLocks::new(nr_cpus, |_| PcpLists::new()));
+                let pcp = if cfg.pcp {
+                    (0..nr_cpus)
+                        .map(|_| CachePadded::new(Mutex::new(PcpLists::new())))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 let free_pages = CachePadded::new(AtomicUsize::new(buddy.free_pages()));
                 let free_orders = AtomicU32::new(free_order_mask(&buddy));
                 Zone {
@@ -477,6 +481,24 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
         match self.zone_of(pfn)? {
             ZoneType::HighMem => None,
             _ => self.phys.direct_map(pfn),
+        }
+    }
+
+    /// The CPU the caller runs on, clamped to the lists that exist.
+    ///
+    /// No preemption guard is taken: the list's own lock keeps it consistent
+    /// (Linux pins the task only so that it keeps using the local list), and
+    /// a caller that moved to another CPU meanwhile would simply use that
+    /// CPU's list under that list's lock. This keeps the fast path at one
+    /// atomic read-modify-write per call.
+    fn this_cpu(&self, zone: &Zone<B>) -> usize {
+        let cpu = self.cpus.current_cpu();
+        // A division costs more than the rest of the fast path: only a
+        // context that breaks its contract (`current_cpu < nr_cpus`) needs it.
+        if cpu < zone.pcp.len() {
+            cpu
+        } else {
+            cpu % zone.pcp.len().max(1)
         }
     }
 
@@ -641,10 +663,8 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
         order: u32,
         mt: MigrateType,
     ) -> Result<Pfn, PageError> {
-        let Some(pcps) = &zone.pcp else {
-            return Err(PageError::NoBlock { order });
-        };
-        let (_, mut pcp) = pcps.this_cpu(&*self.cpus);
+        let cpu = self.this_cpu(zone);
+        let mut pcp = zone.pcp[cpu].lock();
         let pi = pindex(order, mt);
         if pcp.lists[pi].is_empty() {
             let n = nr_pcp_alloc(zone.high, zone.batch, pcp.count, order);
@@ -833,10 +853,8 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
         order: u32,
         mt: MigrateType,
     ) -> Result<(), PageError> {
-        let Some(pcps) = &zone.pcp else {
-            return Err(PageError::NotAllocated(pfn));
-        };
-        let (_, mut pcp) = pcps.this_cpu(&*self.cpus);
+        let cpu = self.this_cpu(zone);
+        let mut pcp = zone.pcp[cpu].lock();
         let pi = pindex(order, mt);
         // A frame still linked somewhere is not an allocated block.
         if zone.map.frame(idx).is_some_and(PageFrame::is_linked) {
@@ -961,12 +979,8 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
     /// [`BuddyBackend::drain`]).
     pub fn drain_all_pages(&self) {
         for zone in &self.zones {
-            let pcps = zone
-                .pcp
-                .iter()
-                .flat_map(|p| (0..p.len()).map(move |cpu| (p, cpu)));
-            for (pcps, cpu) in pcps {
-                let mut pcp = pcps.lock(cpu, &*self.cpus);
+            for slot in &zone.pcp {
+                let mut pcp = slot.lock();
                 let mut locked = zone.lock();
                 for p in 0..NR_PCP_LISTS {
                     let order = pindex_order(p);
@@ -990,10 +1004,10 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
                 let pcp: Vec<PcpSnapshot> = zone
                     .pcp
                     .iter()
-                    .flat_map(|p| (0..p.len()).map(move |cpu| (cpu, p)))
-                    .map(|(cpu, pcps)| PcpSnapshot {
+                    .enumerate()
+                    .map(|(cpu, slot)| PcpSnapshot {
                         cpu,
-                        count: pcps.lock(cpu, &*self.cpus).count,
+                        count: slot.lock().count,
                         high: zone.high,
                         batch: zone.batch,
                     })
@@ -1039,9 +1053,8 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
     pub fn pcp_blocks(&self) -> Vec<(ZoneType, usize, Pfn, u32)> {
         let mut out = Vec::new();
         for zone in &self.zones {
-            let Some(pcps) = &zone.pcp else { continue };
-            for cpu in 0..pcps.len() {
-                let pcp = pcps.lock(cpu, &*self.cpus);
+            for (cpu, slot) in zone.pcp.iter().enumerate() {
+                let pcp = slot.lock();
                 for (p, list) in pcp.lists.iter().enumerate() {
                     for idx in list.iter(&zone.map) {
                         out.push((zone.zone, cpu, zone.map.pfn_of(idx), pindex_order(p)));
@@ -1070,11 +1083,7 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
         }
         for zone in &self.zones {
             let name = zone.zone;
-            let pcps: Vec<_> = zone.pcp.as_ref().map_or_else(Vec::new, |pcps| {
-                (0..pcps.len())
-                    .map(|cpu| pcps.lock(cpu, &*self.cpus))
-                    .collect()
-            });
+            let pcps: Vec<_> = zone.pcp.iter().map(|slot| slot.lock()).collect();
             let locked = zone.lock();
             locked
                 .buddy
