@@ -74,8 +74,9 @@ pub(crate) struct ReplayArgs {
     pub(crate) mem: u64,
     /// Leave the kmm machine's memory and the talc arena to be faulted in by first touch during
     /// the timed replay. By default both are made resident before the clock starts, as a
-    /// kernel's RAM and an embedded heap's arena are; the system allocator always takes its
-    /// memory from the host as it grows.
+    /// kernel's RAM and an embedded heap's arena are (so all of `--mem` is taken from the host
+    /// up front: use this option for a machine larger than the host can hold); the system
+    /// allocator always takes its memory from the host as it grows.
     #[arg(long)]
     pub(crate) lazy_memory: bool,
     /// Show no progress bar (it only shows on a terminal anyway).
