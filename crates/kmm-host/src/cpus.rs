@@ -339,8 +339,10 @@ impl HostCpus {
 // SAFETY: `bind_exclusive` grants a CPU to one thread only: it is refused
 // while any other thread is bound to that CPU, and every other binding to it
 // is refused while the hold lasts; threads with no binding run as CPU 0,
-// which is never held exclusively. `current_cpu_exclusive` answers from the
-// calling thread's own binding. `remote_fence` issues `membarrier` while any
+// which is never held exclusively. A binding is not `Send` and is dropped by
+// its own thread, between its calls into per-CPU code, so no thread is still
+// inside such code for a CPU when it is granted to another.
+// `current_cpu_exclusive` answers from the calling thread's own binding. `remote_fence` issues `membarrier` while any
 // exclusive hold exists, which is a fence in every running thread.
 #[expect(unsafe_code, reason = "implementing the unsafe `CpuContext`")]
 unsafe impl CpuContext for HostCpus {

@@ -33,8 +33,9 @@ use core::sync::atomic::{Ordering::SeqCst, fence};
 ///
 /// - while [`current_cpu_exclusive`](CpuContext::current_cpu_exclusive)
 ///   answers `(cpu, true)` to a thread, no other thread's `current_cpu` or
-///   `current_cpu_exclusive` answers `cpu`, and the first thread keeps that
-///   CPU until it stops calling into per-CPU code for it;
+///   `current_cpu_exclusive` answers `cpu`, no thread that was answered `cpu`
+///   before the grant is still inside per-CPU code for it, and the first
+///   thread keeps that CPU until it stops calling into per-CPU code for it;
 /// - [`remote_fence`](CpuContext::remote_fence) is a fence in every thread
 ///   that holds a CPU exclusively, as documented there.
 ///
