@@ -300,14 +300,10 @@ impl Kmalloc {
 
     /// The size kmalloc is asked for: a multiple of `align` above kmalloc's own 8 bytes, which
     /// lands in a size class whose objects are aligned to it.
-    /// `align` is a power of two (the trace format), so a mask rounds it:
-    /// `next_multiple_of` would divide, on every event.
+    /// `align` is a power of two (the trace format); an overflowing size
+    /// asks for more than kmalloc serves, so it is refused.
     fn size(size: usize, align: usize) -> usize {
-        if align > 8 {
-            (size + (align - 1)) & !(align - 1)
-        } else {
-            size
-        }
+        kmm::slab::kmalloc_size_for_align(size, align).unwrap_or(usize::MAX)
     }
 }
 

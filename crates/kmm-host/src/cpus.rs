@@ -342,8 +342,9 @@ impl HostCpus {
 // which is never held exclusively. A binding is not `Send` and is dropped by
 // its own thread, between its calls into per-CPU code, so no thread is still
 // inside such code for a CPU when it is granted to another.
-// `current_cpu_exclusive` answers from the calling thread's own binding. `remote_fence` issues `membarrier` while any
-// exclusive hold exists, which is a fence in every running thread.
+// `current_cpu_exclusive` answers from the calling thread's own binding.
+// `remote_fence` issues `membarrier` while any exclusive hold exists, which
+// is a fence in every running thread.
 #[expect(unsafe_code, reason = "implementing the unsafe `CpuContext`")]
 unsafe impl CpuContext for HostCpus {
     fn nr_cpus(&self) -> usize {

@@ -479,8 +479,7 @@ impl Cache {
         if off > last || off < self.layout.red_left_pad {
             return false;
         }
-        let rel = off - self.layout.red_left_pad;
-        self.recip.div(rel) * self.layout.size == rel
+        self.is_stride(off - self.layout.red_left_pad)
     }
 
     /// [`Cache::is_object_start`] for the fast paths, whose caller checked
@@ -489,7 +488,13 @@ impl Cache {
     #[inline(always)]
     fn is_slot_start(&self, off: usize) -> bool {
         debug_assert!(!self.debug && self.layout.red_left_pad == 0);
-        self.recip.div(off) * self.layout.size == off
+        self.is_stride(off)
+    }
+
+    /// Whether `rel` is a multiple of the slot size.
+    #[inline(always)]
+    fn is_stride(&self, rel: usize) -> bool {
+        self.recip.div(rel) * self.layout.size == rel
     }
 
     fn addr_of(mem: &SlabMem, off: usize) -> usize {

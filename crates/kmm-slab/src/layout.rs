@@ -263,6 +263,28 @@ pub const fn kmalloc_size_roundup(size: usize) -> Option<usize> {
     }
 }
 
+/// The size to ask kmalloc for so that the object is aligned to `align`, a
+/// power of two: `size` itself up to `ARCH_KMALLOC_MINALIGN` (8), else
+/// `size` rounded up to a multiple of `align`; `None` if that overflows.
+///
+/// It works because kmalloc objects of a power-of-two size are aligned to
+/// their size (`include/linux/slab.h`), `kmalloc-96` and `kmalloc-192`
+/// objects to the powers of two dividing their size (slabs start on a page
+/// and objects follow one another), and large kmallocs to their block: a
+/// multiple of `align` lands in a class aligned to at least `align`. The
+/// rounding is a mask, not a division, since `align` is a power of two.
+#[inline]
+pub const fn kmalloc_size_for_align(size: usize, align: usize) -> Option<usize> {
+    if align <= ARCH_SLAB_MINALIGN {
+        return Some(size);
+    }
+    let mask = align - 1;
+    match size.checked_add(mask) {
+        Some(s) => Some(s & !mask),
+        None => None,
+    }
+}
+
 /// The cache name of index `index` (`kmalloc_info[index].name`) without a type prefix.
 pub(crate) const KMALLOC_NAMES: [&str; 14] = [
     "",

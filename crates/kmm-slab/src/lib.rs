@@ -19,7 +19,10 @@ mod table;
 pub use allocator::{KmemCache, SlabAllocator, SlabInfo, SlabMeminfo, ZERO_SIZE_PTR};
 pub use error::SlabError;
 pub use flags::{ParseSlabFlagsError, SlabFlags};
-pub use layout::{KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, kmalloc_index, kmalloc_size_roundup};
+pub use layout::{
+    KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, kmalloc_index, kmalloc_size_for_align,
+    kmalloc_size_roundup,
+};
 
 #[cfg(test)]
 #[expect(

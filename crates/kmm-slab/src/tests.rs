@@ -15,9 +15,34 @@ use kmm_percpu::{CpuContext, FixedCpu};
 
 use crate::layout::{
     Reciprocal, calculate_alignment, calculate_order, calculate_sizes, kmalloc_index,
-    min_objects_for, min_partial,
+    kmalloc_size_for_align, kmalloc_size_roundup, min_objects_for, min_partial,
 };
 use crate::{SlabAllocator, SlabError, SlabFlags};
+
+#[test]
+fn sizes_rounded_for_an_alignment_land_in_classes_aligned_to_it() {
+    assert_eq!(kmalloc_size_for_align(5, 8), Some(5));
+    assert_eq!(kmalloc_size_for_align(0, 16), Some(0));
+    assert_eq!(kmalloc_size_for_align(100, 16), Some(112));
+    assert_eq!(kmalloc_size_for_align(4368, 4096), Some(8192));
+    assert_eq!(kmalloc_size_for_align(usize::MAX - 8, 16), None);
+    // Sizes up to two pages, every alignment up to a page: the class
+    // the rounded size falls in has a slot size (or block) that is a multiple
+    // of the alignment or a power of two at least as large.
+    for shift in 4..=12 {
+        let align = 1usize << shift;
+        // Every size natively; a sample under Miri, which is slow.
+        for size in (1..=8192).step_by(if cfg!(miri) { 61 } else { 1 }) {
+            let rounded = kmalloc_size_for_align(size, align).unwrap();
+            assert!(rounded >= size && rounded.is_multiple_of(align));
+            let class = kmalloc_size_roundup(rounded).unwrap();
+            assert!(
+                class.is_multiple_of(align),
+                "size {size} align {align}: class {class}"
+            );
+        }
+    }
+}
 
 #[test]
 fn kmalloc_index_matches_the_kernel_table() {

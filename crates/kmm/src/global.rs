@@ -240,15 +240,7 @@ impl GlobalKmalloc {
 
     /// The kmalloc size for `layout` (see the type's docs on alignment).
     fn kmalloc_size(layout: Layout) -> Option<usize> {
-        let size = layout.size().max(1);
-        // A `Layout`'s alignment is a power of two, so masks round and test
-        // it (the compiler cannot know that, and would divide).
-        let mask = layout.align() - 1;
-        let size = if layout.align() > 8 {
-            size.checked_add(mask)? & !mask
-        } else {
-            size
-        };
+        let size = kmm_slab::kmalloc_size_for_align(layout.size().max(1), layout.align())?;
         (size <= KMALLOC_MAX_SIZE).then_some(size)
     }
 

@@ -74,21 +74,11 @@ impl KmmHeap {
     }
 
     /// The size kmalloc is asked for: `size` rounded up to a multiple of `align` when `align`
-    /// is above kmalloc's minimum alignment (8). kmalloc objects of a power-of-two size are
-    /// naturally aligned, and so are the objects of `kmalloc-96` and `kmalloc-192` to every
-    /// power of two dividing 96 or 192 (slabs start on a page, objects follow one another), and
-    /// large kmallocs are buddy blocks aligned to their size; so a size that is a multiple of
-    /// `align` always lands in a class whose objects are aligned to `align`.
+    /// is above kmalloc's minimum alignment (8), which lands in a class whose objects are
+    /// aligned to `align` (see `kmalloc_size_for_align`).
     fn effective_size(size: usize, align: usize) -> Result<usize, HeapError> {
-        // `align` is a power of two (the `ReplayHeap` contract), so a mask rounds it: the
-        // compiler cannot know that, and `checked_next_multiple_of` would divide.
-        let mask = align.wrapping_sub(1);
-        let rounded = if align > 8 {
-            size.checked_add(mask).map(|s| s & !mask)
-        } else {
-            Some(size)
-        };
-        match rounded {
+        // `align` is a power of two (the `ReplayHeap` contract).
+        match kmm::slab::kmalloc_size_for_align(size, align) {
             Some(rounded) if rounded <= KMALLOC_MAX_SIZE => Ok(rounded),
             _ => Err(HeapError::TooLarge {
                 size,
