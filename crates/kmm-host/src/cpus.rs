@@ -11,8 +11,9 @@ use rustix::thread::{MembarrierCommand, membarrier};
 use crate::HostError;
 
 /// Tells machines apart in the thread-local state, so that one thread can run
-/// on several `HostCpus` at once without mixing them up.
-static NEXT_MACHINE: AtomicU64 = AtomicU64::new(0);
+/// on several `HostCpus` at once without mixing them up. Numbers start at 1:
+/// 0 in `LAST_CPU` means no machine.
+static NEXT_MACHINE: AtomicU64 = AtomicU64::new(1);
 
 /// The process's registration for private expedited `membarrier`, made by
 /// the first exclusive binding (`Err` holds the errno if the host refused).
@@ -56,7 +57,7 @@ impl ThreadCpu {
 
 thread_local! {
     static THREAD_CPUS: RefCell<Vec<ThreadCpu>> = const { RefCell::new(Vec::new()) };
-    /// `(machine + 1, cpu)` of one entry of `THREAD_CPUS`, kept equal to it
+    /// `(machine, cpu)` of one entry of `THREAD_CPUS`, kept equal to it
     /// (the CPU with `EXCL_BIT` when held exclusively), so that `current_cpu`
     /// (on every allocation) is one thread-local read for the machine a
     /// thread uses; `(0, 0)` exactly when `THREAD_CPUS` is empty, so that a
@@ -306,7 +307,7 @@ impl HostCpus {
                     }
                 };
                 let result = f(&mut cpus[i]);
-                let key = self.machine + 1;
+                let key = self.machine;
                 let mirrored = LAST_CPU.with(|last| last.get().0);
                 if !cpus[i].bound && cpus[i].preempt == 0 {
                     // The thread leaves its CPU.
@@ -314,7 +315,7 @@ impl HostCpus {
                     self.release(gone.cpu, gone.claim);
                     if mirrored == key {
                         // Mirror another entry, or none when none is left.
-                        let next = cpus.first().map_or((0, 0), |e| (e.machine + 1, e.mirror()));
+                        let next = cpus.first().map_or((0, 0), |e| (e.machine, e.mirror()));
                         LAST_CPU.with(|last| last.set(next));
                     }
                 } else if mirrored == key || mirrored == 0 {
@@ -362,7 +363,7 @@ unsafe impl CpuContext for HostCpus {
     #[inline(always)]
     fn current_cpu_exclusive(&self) -> (usize, bool) {
         let (key, cpu) = LAST_CPU.with(Cell::get);
-        if key == self.machine + 1 {
+        if key == self.machine {
             return (cpu & !EXCL_BIT, cpu & EXCL_BIT != 0);
         }
         if key == 0 {

@@ -361,12 +361,21 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         Ok(cache)
     }
 
-    fn check_handle(&self, cache: &KmemCache) -> Result<(), SlabError> {
+    /// Refuses a handle of another allocator. Enough for the fast paths of
+    /// `kmem_cache_alloc` and `kmem_cache_free`: a destroyed cache's CPU
+    /// slots are empty, so both reach their slow paths, which refuse it.
+    #[inline(always)]
+    fn check_owner(&self, cache: &KmemCache) -> Result<(), SlabError> {
         if cache.inner.owner != self.instance {
             return Err(SlabError::InvalidArgs(
                 "the cache belongs to another slab allocator",
             ));
         }
+        Ok(())
+    }
+
+    fn check_handle(&self, cache: &KmemCache) -> Result<(), SlabError> {
+        self.check_owner(cache)?;
         if cache.inner.destroyed.load(Relaxed) {
             return Err(SlabError::Destroyed {
                 cache: cache.inner.name.clone(),
@@ -416,7 +425,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// [`SlabError::Poisoned`], [`SlabError::RedZone`] and [`SlabError::Corrupted`].
     #[inline]
     pub fn kmem_cache_alloc(&self, cache: &KmemCache, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
-        self.check_handle(cache)?;
+        self.check_owner(cache)?;
         self.cache_alloc(&cache.inner, gfp)
     }
 
@@ -441,7 +450,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// freeing; the object is freed anyway, with its red zone restored.
     #[inline]
     pub fn kmem_cache_free(&self, cache: &KmemCache, obj: NonNull<u8>) -> Result<(), SlabError> {
-        self.check_handle(cache)?;
+        self.check_owner(cache)?;
         self.cache_free(&cache.inner, obj, None)
     }
 
@@ -485,7 +494,8 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
                 });
             }
             // Empty every CPU slot before opening it again: the fast paths
-            // do not look at `destroyed`, so nothing may be left to pop.
+            // do not look at `destroyed`, so nothing may be left to pop, and
+            // every later call must miss and reach a slow path that looks.
             for g in &mut guards {
                 let d = self.deactivate(c, g, &mut n);
                 if d != NO_SLAB {

@@ -201,6 +201,11 @@ fn head_off(head: u32) -> usize {
 /// [`CpuSlot::close_all`], which waits for `busy` to fall after a
 /// [`CpuContext::remote_fence`] and closes again if a plain store of the
 /// owner overwrote its close.
+///
+/// Every reason for an allocation to leave the fast path fails one test,
+/// `head <= last`: `F_CLOSED` and `F_NIL` are far above any object offset
+/// (a slab is at most 4 MiB), and a slot without a slab publishes `F_NIL`.
+/// A debug cache never freezes a slab, so all its calls take the slow paths.
 #[derive(Debug)]
 pub(crate) struct CpuSlot {
     ft: AtomicU64,
@@ -367,17 +372,21 @@ impl DerefMut for CpuGuard<'_> {
 impl Drop for CpuGuard<'_> {
     fn drop(&mut self) {
         let s = self.slot;
-        // The free fast paths rely on this to send frees to a slot without
-        // a slab down the slow path.
+        // The fast paths rely on this to send a slot without a slab down the
+        // slow path: `last == 0` fails every free's `off <= last` (the
+        // offset from a null base is the address itself), and the published
+        // head is `F_NIL`, which fails every allocation's `head <= last`.
         debug_assert!(!self.c.base.is_null() || self.c.last == 0);
+        let head = if self.c.base.is_null() {
+            F_NIL
+        } else {
+            head32(self.c.freelist)
+        };
         s.slab.store(self.c.slab, Relaxed);
         s.len.store(self.c.len, Relaxed);
         s.last.store(self.c.last, Release);
         s.base.store(self.c.base, Release);
-        s.ft.store(
-            pack(head32(self.c.freelist), self.tid.wrapping_add(1)),
-            Release,
-        );
+        s.ft.store(pack(head, self.tid.wrapping_add(1)), Release);
     }
 }
 
@@ -671,9 +680,8 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         obj: NonNull<u8>,
         slab: Option<u32>,
     ) -> Result<(), SlabError> {
-        if cache.debug {
-            return self.free_slow(cache, obj, slab);
-        }
+        // Debug caches never hold a CPU slab (their objects are checked
+        // under the node lock), so their frees miss the fast paths below.
         let (slot, _, exclusive) = self.this_cpu(cache);
         if exclusive {
             self.owner_free(cache, slot, obj, slab)
@@ -823,6 +831,13 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         obj: NonNull<u8>,
         slab: Option<u32>,
     ) -> Result<(), SlabError> {
+        // The fast paths never look at `destroyed`: a destroyed cache has no
+        // CPU slab, so its frees all come here.
+        if cache.destroyed.load(Relaxed) {
+            return Err(SlabError::Destroyed {
+                cache: cache.name.clone(),
+            });
+        }
         let addr = obj.as_ptr().addr();
         let id = match slab {
             Some(id) => id,
@@ -952,9 +967,8 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// Allocates an object of `cache` (`slab_alloc_node`).
     #[inline(always)]
     pub(crate) fn cache_alloc(&self, cache: &Cache, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
-        if cache.debug {
-            return self.alloc_debug(cache, gfp);
-        }
+        // A debug cache's CPU slots stay empty, so it reaches `alloc_slow`,
+        // which sends it to `alloc_debug`.
         let (slot, cpu, exclusive) = self.this_cpu(cache);
         if exclusive {
             self.owner_alloc(cache, slot, cpu, gfp)
@@ -985,7 +999,9 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             };
             let (head, tid) = unpack(ft);
             let off = head as usize;
-            if head >= F_CLOSED || base.is_null() || off > last {
+            // One test covers a closed slot, an empty freelist and a slot
+            // without a slab (see `CpuSlot`).
+            if off > last {
                 return self.alloc_slow(cache, slot, cpu, gfp);
             }
             // SAFETY: `base + off` was the first free object of this CPU's
@@ -1033,7 +1049,8 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         let (ft, base, last) = slot.enter();
         let (head, tid) = unpack(ft);
         let off = head as usize;
-        if head >= F_CLOSED || base.is_null() || off > last {
+        // As in `shared_alloc`, one test covers every reason to go slow.
+        if off > last {
             slot.leave();
             return self.alloc_slow(cache, slot, cpu, gfp);
         }
@@ -1118,6 +1135,9 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         cpu: usize,
         gfp: Gfp,
     ) -> Result<NonNull<u8>, SlabError> {
+        if cache.debug {
+            return self.alloc_debug(cache, gfp);
+        }
         let obj = self.refill_and_pop(cache, slot, cpu, gfp)?;
         self.hand_out(cache, obj, gfp)
     }
@@ -1185,6 +1205,8 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
 
     /// Makes partial slab `id` the CPU slab of `c`.
     fn freeze(&self, cache: &Cache, c: &mut CpuSlab, _locked: &mut Node, id: u32, cpu: usize) {
+        // The fast paths skip the debug checks because of this.
+        debug_assert!(!cache.debug, "a debug cache's slab frozen to a CPU");
         let Some(meta) = self.meta(id) else { return };
         meta.state.store(frozen(cpu), Relaxed);
         c.slab = id;
@@ -1725,6 +1747,14 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         let mut guards = CpuSlot::close_all(&cache.cpu, &*self.cpus);
         let n = cache.node.lock();
         let name = &cache.name;
+        // The fast paths skip the debug checks only because of this.
+        if cache.debug
+            && let Some(cpu) = guards
+                .iter()
+                .position(|g| g.slab != NO_SLAB || !g.base.is_null() || g.freelist != NIL)
+        {
+            return Err(format!("{name}: debug cache holds a CPU slab on CPU {cpu}"));
+        }
         // Every free object's address, to find one on two lists.
         let mut listed_free = alloc::collections::BTreeSet::new();
         let mut walk = |mem: &SlabMem,

@@ -164,6 +164,12 @@ fn wrong_cache_and_destroyed_cache() {
         m.slab.kmem_cache_shrink(&b),
         Err(SlabError::Destroyed { cache: "b".into() })
     );
+    // The fast paths never look at `destroyed`: a free reaches the slow
+    // path, which refuses it, even with an object of a live cache.
+    assert_eq!(
+        m.slab.kmem_cache_free(&b, x),
+        Err(SlabError::Destroyed { cache: "b".into() })
+    );
     assert_eq!(m.digest(), before);
     m.slab.kmem_cache_free(&a, x).unwrap();
     m.slab.kfree(Some(k)).unwrap();

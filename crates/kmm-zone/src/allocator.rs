@@ -204,6 +204,11 @@ pub struct ZonedAllocator<B: BuddyBackend> {
     linear: Option<usize>,
     /// The lowmem frame ranges, largest first, for `virt_to_page`.
     lowmem_ranges: Box<[FrameRange]>,
+    /// `virt_to_page`'s fast path: the largest lowmem range (where nearly
+    /// every slab page lies) and the direct map's base, or an empty range
+    /// when the memory has no linear direct map.
+    main: FrameRange,
+    linear_base: usize,
     /// Internal operations that a backend refused (should stay 0; reported
     /// by `check_invariants`).
     internal_errors: AtomicUsize,
@@ -420,6 +425,15 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
         };
         let linear = phys.linear_map_base();
         let lowmem_ranges = lowmem_ranges::<B>(&zones, layout.lowmem_end());
+        let main = match (linear, lowmem_ranges.first()) {
+            (Some(_), Some(r)) => r.clone(),
+            _ => FrameRange {
+                start: 0,
+                len: 0,
+                base: 0,
+                frames: Arc::from(Vec::new()),
+            },
+        };
         Ok(ZonedAllocator {
             layout,
             zone_config,
@@ -430,6 +444,8 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
             phys,
             linear,
             lowmem_ranges,
+            main,
+            linear_base: linear.unwrap_or(0),
             internal_errors: AtomicUsize::new(0),
         })
     }
@@ -1232,12 +1248,32 @@ impl<B: BuddyBackend> PageAllocator for ZonedAllocator<B> {
         &*self.phys
     }
 
-    /// With a linear direct map this is `__pa` arithmetic and a look in the
-    /// zones, highest first (where most frames are), with no call into the
-    /// memory: what `kfree` pays on every call, so always inlined (a caller
-    /// that names `ZonedAllocator` gets it without a call).
+    /// With a linear direct map this is `__pa` arithmetic and, for the
+    /// largest lowmem range (where nearly every page the slab layer holds
+    /// lies), one range test, with no call into the memory: what `kfree`
+    /// pays on every call, so always inlined (a caller that names
+    /// `ZonedAllocator` gets it without a call). Other addresses take
+    /// `virt_to_page_rest`.
     #[inline(always)]
     fn virt_to_page(&self, addr: usize) -> Option<(Pfn, &PageFrame)> {
+        // Below the direct map the subtraction wraps to a frame number far
+        // beyond any range; without a linear map `main` is empty.
+        let pfn = addr.wrapping_sub(self.linear_base) / PAGE_SIZE;
+        let m = &self.main;
+        let i = pfn.wrapping_sub(m.start);
+        if i < m.len {
+            return Some((Pfn(pfn), m.frames.get(m.base + i)?));
+        }
+        self.virt_to_page_rest(addr)
+    }
+}
+
+impl<B: BuddyBackend> ZonedAllocator<B> {
+    /// [`PageAllocator::virt_to_page`] outside the largest lowmem range:
+    /// the other lowmem ranges, or the memory's own `virt_to_pfn` when it
+    /// has no linear direct map.
+    #[inline(never)]
+    fn virt_to_page_rest(&self, addr: usize) -> Option<(Pfn, &PageFrame)> {
         let Some(base) = self.linear else {
             let pfn = self.phys.virt_to_pfn(addr)?;
             return Some((pfn, ZonedAllocator::pfn_to_page(self, pfn)?));

@@ -84,3 +84,54 @@ fn populate_host_memory_makes_a_host_machine_resident() {
     let (_host, custom) = machine();
     assert!(!custom.populate_host_memory().unwrap());
 }
+
+#[test]
+fn virt_to_page_agrees_with_the_memory_at_every_page_of_the_direct_map() {
+    use kmm_page::{PageAllocator, PfnRange, PhysMemory};
+    use kmm_zone::{Arch, ZonedAllocator, ZonedConfig};
+
+    // A hole inside ZONE_DMA, then DMA, Normal and HighMem: three lowmem
+    // ranges (the zone allocator's fast path knows only the largest) and
+    // frames past the direct map.
+    let layout = MachineLayout::from_ranges(
+        Arch::X86_32,
+        &[PfnRange::new(0, 1000), PfnRange::new(2000, 240_000)],
+    );
+    let host = Arc::new(HostMemory::new(&layout.present_ranges(), layout.lowmem_end()).unwrap());
+    let cfg = ZonedConfig {
+        layout,
+        pcp: false,
+        min_free_kbytes: None,
+    };
+    let za = ZonedAllocator::<kmm_buddy::EagerBuddy>::new(
+        cfg,
+        Arc::new(kmm_percpu::FixedCpu::new(1)),
+        host.clone(),
+    )
+    .unwrap();
+    // What `virt_to_page` means: the memory's `virt_to_pfn`, then the frame.
+    let expected = |addr: usize| {
+        let pfn = host.virt_to_pfn(addr)?;
+        Some((pfn, za.pfn_to_page(pfn)? as *const _))
+    };
+    let got = |addr: usize| {
+        za.virt_to_page(addr)
+            .map(|(pfn, frame)| (pfn, frame as *const _))
+    };
+    let base = host.linear_map_base().unwrap();
+    let end = host.linear_map_end().unwrap();
+    let mut found = 0;
+    for page in 0..(end - base) / PAGE_SIZE + 6 {
+        for offset in [0, 1, PAGE_SIZE - 1] {
+            let addr = (base + page * PAGE_SIZE + offset).wrapping_sub(3 * PAGE_SIZE);
+            let want = expected(addr);
+            found += usize::from(want.is_some());
+            assert_eq!(got(addr), want, "address {addr:#x}");
+        }
+    }
+    // Every lowmem frame, each at three offsets, and none of the hole.
+    assert_eq!(found, 3 * (1000 + (kmm_zone::MAX_LOWMEM_PFN_X86_32 - 2000)));
+    for addr in [0, 1, base - 1, end, usize::MAX] {
+        assert_eq!(got(addr), None, "address {addr:#x}");
+    }
+}
