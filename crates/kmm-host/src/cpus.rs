@@ -22,9 +22,6 @@ static MEMBARRIER: OnceLock<Result<(), rustix::io::Errno>> = OnceLock::new();
 /// `HostCpus::users` of a CPU that a thread holds exclusively.
 const EXCLUSIVE: usize = usize::MAX;
 
-/// Set in `LAST_CPU`'s CPU number when the thread holds that CPU exclusively.
-const EXCL_BIT: usize = 1 << (usize::BITS - 1);
-
 /// What a thread's entry counts in `HostCpus::users` for its CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Claim {
@@ -45,24 +42,23 @@ struct ThreadCpu {
 }
 
 impl ThreadCpu {
-    /// The CPU as `LAST_CPU` mirrors it: with `EXCL_BIT` if held exclusively.
-    fn mirror(&self) -> usize {
-        if self.claim == Claim::Exclusive {
-            self.cpu | EXCL_BIT
-        } else {
-            self.cpu
-        }
+    /// The CPU as `LAST_CPU` mirrors it, and whether it is held exclusively.
+    fn mirror(&self) -> (usize, bool) {
+        (self.cpu, self.claim == Claim::Exclusive)
     }
 }
 
+/// `LAST_CPU` of a thread with no entry.
+const NO_MIRROR: (u64, usize, bool) = (0, 0, false);
+
 thread_local! {
     static THREAD_CPUS: RefCell<Vec<ThreadCpu>> = const { RefCell::new(Vec::new()) };
-    /// `(machine, cpu)` of one entry of `THREAD_CPUS`, kept equal to it
-    /// (the CPU with `EXCL_BIT` when held exclusively), so that `current_cpu`
-    /// (on every allocation) is one thread-local read for the machine a
-    /// thread uses; `(0, 0)` exactly when `THREAD_CPUS` is empty, so that a
-    /// thread bound nowhere (CPU 0) needs no search either.
-    static LAST_CPU: Cell<(u64, usize)> = const { Cell::new((0, 0)) };
+    /// `(machine, cpu, exclusive)` of one entry of `THREAD_CPUS`, kept equal
+    /// to it, so that `current_cpu` (on every allocation) is one thread-local
+    /// read for the machine a thread uses; machine 0 exactly when
+    /// `THREAD_CPUS` is empty, so that a thread bound nowhere (CPU 0) needs
+    /// no search either.
+    static LAST_CPU: Cell<(u64, usize, bool)> = const { Cell::new(NO_MIRROR) };
 }
 
 /// A [`CpuContext`] for real threads: each OS thread binds itself to one of
@@ -315,11 +311,15 @@ impl HostCpus {
                     self.release(gone.cpu, gone.claim);
                     if mirrored == key {
                         // Mirror another entry, or none when none is left.
-                        let next = cpus.first().map_or((0, 0), |e| (e.machine, e.mirror()));
+                        let next = cpus.first().map_or(NO_MIRROR, |e| {
+                            let (cpu, exclusive) = e.mirror();
+                            (e.machine, cpu, exclusive)
+                        });
                         LAST_CPU.with(|last| last.set(next));
                     }
                 } else if mirrored == key || mirrored == 0 {
-                    LAST_CPU.with(|last| last.set((key, cpus[i].mirror())));
+                    let (cpu, exclusive) = cpus[i].mirror();
+                    LAST_CPU.with(|last| last.set((key, cpu, exclusive)));
                 }
                 result
             })
@@ -362,9 +362,9 @@ unsafe impl CpuContext for HostCpus {
     /// a search of the thread's bindings otherwise.
     #[inline(always)]
     fn current_cpu_exclusive(&self) -> (usize, bool) {
-        let (key, cpu) = LAST_CPU.with(Cell::get);
+        let (key, cpu, exclusive) = LAST_CPU.with(Cell::get);
         if key == self.machine {
-            return (cpu & !EXCL_BIT, cpu & EXCL_BIT != 0);
+            return (cpu, exclusive);
         }
         if key == 0 {
             return (0, false);

@@ -444,6 +444,13 @@ impl Cache {
         nr_cpus: usize,
         min_partial: usize,
     ) -> Cache {
+        // The free fast paths store free pointers without testing their
+        // alignment: only caches without debug flags take them.
+        debug_assert!(
+            flags.intersects(crate::flags::DEBUG_FLAGS)
+                || (layout.size.is_multiple_of(size_of::<usize>())
+                    && layout.offset.is_multiple_of(size_of::<usize>()))
+        );
         let mut allocflags = Gfp::COMP;
         if flags.contains(SlabFlags::CACHE_DMA) {
             allocflags |= Gfp::DMA;
@@ -725,10 +732,14 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             }
             // SAFETY: `base + off` is an object start of a slab of this cache
             // (`off <= last`), and the object is the caller's, given back:
-            // nobody else writes it. The word is aligned (objects and the
-            // free pointer's offset are word-aligned) and inside the direct
-            // map, which stays mapped while the allocator lives.
-            unsafe { raw::store_free_word(base, off + cache.layout.offset, head_off(head)) };
+            // nobody else writes it. The word is aligned (the slab is
+            // page-aligned, and a cache without debug flags has whole-word
+            // slots and free-pointer offset, as `Cache::new` asserts) and
+            // inside the direct map, which stays mapped while the allocator
+            // lives.
+            unsafe {
+                raw::store_free_word(base, off + cache.layout.offset, head_off(head));
+            };
             if slot
                 .ft
                 .compare_exchange(ft, pack(off as u32, tid.wrapping_add(1)), AcqRel, Relaxed)

@@ -220,22 +220,24 @@ pub(crate) unsafe fn load_free_word(base: *mut u8, off: usize) -> usize {
 }
 
 /// Writes the free pointer at `base + off` atomically (the fast-path push),
-/// so that it never races with `load_free_word` of a delayed pop. Does
-/// nothing at a misaligned address, which no slab layout produces.
+/// so that it never races with `load_free_word` of a delayed pop. The
+/// address is not tested: the fast paths free only object starts of caches
+/// without debug flags, whose slots are whole words, as is the free
+/// pointer's offset, in a page-aligned slab.
 ///
 /// # Safety
 ///
-/// As [`load_free_word`], and the object holding the word belongs to the
-/// caller (it is being freed): no one else writes it.
-#[inline]
+/// As [`load_free_word`]; `base + off` is aligned to a word; and the object
+/// holding the word belongs to the caller (it is being freed): no one else
+/// writes it.
+#[inline(always)]
 pub(crate) unsafe fn store_free_word(base: *mut u8, off: usize, value: usize) {
     let p = base.wrapping_add(off).cast::<usize>();
-    // SAFETY: `p` is inside the mapped direct map with its provenance (the
-    // caller's promise); the object is the caller's, so the only concurrent
-    // access is a delayed pop's atomic `load_free_word`.
-    if let Some(word) = unsafe { atomic_word(p) } {
-        word.store(value, Ordering::Relaxed);
-    }
+    debug_assert!(p.is_aligned());
+    // SAFETY: aligned (the caller's promise), inside the mapped direct map
+    // with its provenance, and in the caller's object, so the only
+    // concurrent access is a delayed pop's atomic `load_free_word`.
+    unsafe { AtomicUsize::from_ptr(p) }.store(value, Ordering::Relaxed);
 }
 
 /// The word at `p` as an atomic, `None` if `p` is misaligned. Every

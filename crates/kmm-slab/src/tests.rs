@@ -115,6 +115,32 @@ fn alignment_and_sizes() {
 }
 
 #[test]
+fn caches_without_debug_flags_have_whole_word_slots_and_free_pointers() {
+    // The free fast paths store the free pointer without testing its
+    // alignment, relying on this for every cache that takes them.
+    let word = size_of::<usize>();
+    let flag_sets = [
+        SlabFlags::empty(),
+        SlabFlags::HWCACHE_ALIGN,
+        SlabFlags::RECLAIM_ACCOUNT | SlabFlags::CACHE_DMA,
+    ];
+    for flags in flag_sets {
+        for align in [0, 1, 2, 4, 8, 16, 64, 256, 4096] {
+            for size in (1..=8192).step_by(if cfg!(miri) { 97 } else { 1 }) {
+                for ctor in [false, true] {
+                    let a = calculate_alignment(flags, align, size);
+                    let l = calculate_sizes(size, a, flags, ctor, 2).unwrap();
+                    assert!(
+                        l.size.is_multiple_of(word) && l.offset.is_multiple_of(word),
+                        "size {size} align {align} {flags:?} ctor {ctor}: {l:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn reciprocal_division_is_exact() {
     for size in [
         8usize,
