@@ -1,8 +1,10 @@
 //! Slab benches: the `kmem_cache` fast path against a bare `Vec` push/pop,
 //! kmalloc pairs across sizes against the system allocator, and the fast
-//! path on 1 and 2 threads. kmm runs two ways: on a CPU the thread may share
-//! (`HostCpus::bind`, compare-exchange fast paths) and on a CPU it holds
-//! alone (`HostCpus::bind_exclusive`, plain loads and stores).
+//! path on 1 and 2 threads (and on 2 threads of separate machines, the
+//! host's own ceiling for two busy threads). kmm runs two ways: on a CPU
+//! the thread may share (`HostCpus::bind`, compare-exchange fast paths) and
+//! on a CPU it holds alone (`HostCpus::bind_exclusive`, plain loads and
+//! stores).
 
 #![expect(
     unsafe_code,
@@ -118,20 +120,34 @@ fn kmalloc_sizes(c: &mut Criterion) {
 }
 
 /// `iters` cache pairs on each of `threads` threads, each holding its own
-/// CPU alone (CPUs 1 and up); the time until all are done.
-fn threaded_pairs(threads: usize, iters: u64) -> Duration {
-    let (cpus, slab) = machine(threads + 1);
-    let slab = Arc::new(slab);
-    let cache = slab
-        .kmem_cache_create("bench-threads", 64, 0, SlabFlags::empty(), None)
-        .unwrap();
+/// CPU alone; the time until all are done. The threads share one cache of
+/// one machine (CPUs 1 and up), or, with `alone`, each runs on a machine
+/// of its own (CPU 1 of it), so that nothing of kmm is shared: what the
+/// host itself allows two busy threads, the ceiling for the shared run.
+fn threaded_pairs(threads: usize, iters: u64, alone: bool) -> Duration {
+    let shared = (!alone).then(|| {
+        let (cpus, slab) = machine(threads + 1);
+        let cache = slab
+            .kmem_cache_create("bench-threads", 64, 0, SlabFlags::empty(), None)
+            .unwrap();
+        (cpus, Arc::new(slab), cache)
+    });
     let start = Arc::new(Barrier::new(threads + 1));
     let handles: Vec<_> = (0..threads)
-        .map(|cpu| {
-            let (cpus, slab, cache, start) =
-                (cpus.clone(), slab.clone(), cache.clone(), start.clone());
+        .map(|i| {
+            let (cpus, slab, cache, cpu) = match &shared {
+                Some((cpus, slab, cache)) => (cpus.clone(), slab.clone(), cache.clone(), i + 1),
+                None => {
+                    let (cpus, slab) = machine(2);
+                    let cache = slab
+                        .kmem_cache_create("bench-alone", 64, 0, SlabFlags::empty(), None)
+                        .unwrap();
+                    (cpus, Arc::new(slab), cache, 1)
+                }
+            };
+            let start = start.clone();
             std::thread::spawn(move || {
-                let _bound = cpus.bind_exclusive(cpu + 1).unwrap();
+                let _bound = cpus.bind_exclusive(cpu).unwrap();
                 start.wait();
                 for _ in 0..iters {
                     let p = slab.kmem_cache_alloc(&cache, GFP_KERNEL).unwrap();
@@ -150,12 +166,15 @@ fn threaded_pairs(threads: usize, iters: u64) -> Duration {
 
 fn threads(c: &mut Criterion) {
     let mut g = c.benchmark_group("slab/threads");
-    // Time per pair per thread: with perfect scaling both are equal.
+    // Time per pair per thread: with perfect scaling all three are equal.
     g.bench_function("1_thread", |b| {
-        b.iter_custom(|iters| threaded_pairs(1, iters))
+        b.iter_custom(|iters| threaded_pairs(1, iters, false))
     });
     g.bench_function("2_threads", |b| {
-        b.iter_custom(|iters| threaded_pairs(2, iters))
+        b.iter_custom(|iters| threaded_pairs(2, iters, false))
+    });
+    g.bench_function("2_threads_sharing_nothing", |b| {
+        b.iter_custom(|iters| threaded_pairs(2, iters, true))
     });
     g.finish();
 }
