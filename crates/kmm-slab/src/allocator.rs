@@ -617,10 +617,11 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
 
     fn free_large(&self, addr: usize, pfn: Pfn, order: u32) -> Result<(), SlabError> {
         let _g = self.large_lock.lock();
-        let head = self
-            .pages
-            .pfn_to_page(pfn)
-            .ok_or(SlabError::ForeignPointer { addr })?;
+        // `let … else`, not `ok_or`: an error value built up front costs its
+        // drop on every successful call.
+        let Some(head) = self.pages.pfn_to_page(pfn) else {
+            return Err(SlabError::ForeignPointer { addr });
+        };
         if head.page_type() != PageType::LargeKmalloc || head.private() != (self.tag << 8) | order {
             return Err(SlabError::ForeignPointer { addr });
         }
@@ -751,7 +752,9 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
                 (cache.layout.object_size, self.object_mem(addr))
             }
         };
-        let (old_mem, old_off) = old.ok_or(SlabError::ForeignPointer { addr })?;
+        let Some((old_mem, old_off)) = old else {
+            return Err(SlabError::ForeignPointer { addr });
+        };
         if new_size == 0 {
             self.kfree(Some(p))?;
             return Ok(ZERO_SIZE_PTR);

@@ -101,6 +101,7 @@ pub(crate) struct SlabMeta {
 }
 
 impl SlabMeta {
+    #[inline]
     fn len(&self) -> usize {
         PAGE_SIZE << self.order.load(Relaxed)
     }
@@ -1195,7 +1196,9 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             return Ok(obj);
         }
         let id = self.new_slab(cache, gfp)?;
-        let meta = self.meta(id).ok_or(SlabError::TooMany("slabs"))?;
+        let Some(meta) = self.meta(id) else {
+            return Err(SlabError::TooMany("slabs"));
+        };
         {
             let mut n = cache.node.lock();
             Self::account_new(&mut n, meta);
@@ -1719,12 +1722,14 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         let Lookup::Slab { id, .. } = self.lookup(addr)? else {
             return Err(SlabError::ForeignPointer { addr });
         };
-        let meta = self.meta(id).ok_or(SlabError::ForeignPointer { addr })?;
+        // `let … else`, not `ok_or`: see `free_large`.
+        let Some(meta) = self.meta(id) else {
+            return Err(SlabError::ForeignPointer { addr });
+        };
         let owner = meta.cache.load(Relaxed);
-        let cache = owner
-            .checked_sub(1)
-            .and_then(|c| self.cache_by_id(c))
-            .ok_or(SlabError::ForeignPointer { addr })?;
+        let Some(cache) = owner.checked_sub(1).and_then(|c| self.cache_by_id(c)) else {
+            return Err(SlabError::ForeignPointer { addr });
+        };
         let (off, _, _) = {
             let _n = cache.node.lock();
             self.validate(cache, meta, addr)?
