@@ -376,12 +376,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
 
     fn check_handle(&self, cache: &KmemCache) -> Result<(), SlabError> {
         self.check_owner(cache)?;
-        if cache.inner.destroyed.load(Relaxed) {
-            return Err(SlabError::Destroyed {
-                cache: cache.inner.name.clone(),
-            });
-        }
-        Ok(())
+        cache.inner.check_alive()
     }
 
     /// Creates a cache of `size`-byte objects (`kmem_cache_create`, `mm/slab_common.c`).

@@ -431,6 +431,19 @@ impl fmt::Debug for Cache {
 }
 
 impl Cache {
+    /// `Err(SlabError::Destroyed)` once the cache is destroyed: what every
+    /// path that may meet a destroyed cache (the handle checks and the slow
+    /// paths, since the fast paths never look) refuses it with.
+    #[inline]
+    pub(crate) fn check_alive(&self) -> Result<(), SlabError> {
+        if self.destroyed.load(Relaxed) {
+            return Err(SlabError::Destroyed {
+                cache: self.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
     #[expect(
         clippy::too_many_arguments,
         reason = "a constructor of one plain struct"
@@ -845,11 +858,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     ) -> Result<(), SlabError> {
         // The fast paths never look at `destroyed`: a destroyed cache has no
         // CPU slab, so its frees all come here.
-        if cache.destroyed.load(Relaxed) {
-            return Err(SlabError::Destroyed {
-                cache: cache.name.clone(),
-            });
-        }
+        cache.check_alive()?;
         let addr = obj.as_ptr().addr();
         let id = match slab {
             Some(id) => id,
@@ -1163,11 +1172,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         gfp: Gfp,
     ) -> Result<*mut u8, SlabError> {
         let mut c = slot.close();
-        if cache.destroyed.load(Relaxed) {
-            return Err(SlabError::Destroyed {
-                cache: cache.name.clone(),
-            });
-        }
+        cache.check_alive()?;
         if let Some(obj) = self.cpu_pop(cache, &mut c)? {
             return Ok(obj);
         }
@@ -1563,11 +1568,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         for _ in 0..2 {
             {
                 let mut n = cache.node.lock();
-                if cache.destroyed.load(Relaxed) {
-                    return Err(SlabError::Destroyed {
-                        cache: cache.name.clone(),
-                    });
-                }
+                cache.check_alive()?;
                 let id = n.head;
                 if let Some(meta) = self.meta(id)
                     && let Some(mem) = Self::slab_mem(meta)
