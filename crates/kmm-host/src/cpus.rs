@@ -42,14 +42,24 @@ struct ThreadCpu {
 }
 
 impl ThreadCpu {
-    /// The CPU as `LAST_CPU` mirrors it, and whether it is held exclusively.
-    fn mirror(&self) -> (usize, bool) {
-        (self.cpu, self.claim == Claim::Exclusive)
+    /// The entry as `LAST_CPU` mirrors it.
+    fn mirror(&self) -> Mirror {
+        (
+            self.machine,
+            self.cpu,
+            u8::from(self.claim == Claim::Exclusive),
+        )
     }
 }
 
+/// `(machine, cpu, exclusive)` of one entry of `THREAD_CPUS`, `exclusive`
+/// 0 or 1. Not a `bool`: `LocalKey::with` reads the value through an
+/// `Option`, and a `bool` would give that `Option` a niche, so every read
+/// would test the byte against 2.
+type Mirror = (u64, usize, u8);
+
 /// `LAST_CPU` of a thread with no entry.
-const NO_MIRROR: (u64, usize, bool) = (0, 0, false);
+const NO_MIRROR: Mirror = (0, 0, 0);
 
 thread_local! {
     static THREAD_CPUS: RefCell<Vec<ThreadCpu>> = const { RefCell::new(Vec::new()) };
@@ -58,7 +68,7 @@ thread_local! {
     /// read for the machine a thread uses; machine 0 exactly when
     /// `THREAD_CPUS` is empty, so that a thread bound nowhere (CPU 0) needs
     /// no search either.
-    static LAST_CPU: Cell<(u64, usize, bool)> = const { Cell::new(NO_MIRROR) };
+    static LAST_CPU: Cell<Mirror> = const { Cell::new(NO_MIRROR) };
 }
 
 /// A [`CpuContext`] for real threads: each OS thread binds itself to one of
@@ -311,15 +321,12 @@ impl HostCpus {
                     self.release(gone.cpu, gone.claim);
                     if mirrored == key {
                         // Mirror another entry, or none when none is left.
-                        let next = cpus.first().map_or(NO_MIRROR, |e| {
-                            let (cpu, exclusive) = e.mirror();
-                            (e.machine, cpu, exclusive)
-                        });
+                        let next = cpus.first().map_or(NO_MIRROR, ThreadCpu::mirror);
                         LAST_CPU.with(|last| last.set(next));
                     }
                 } else if mirrored == key || mirrored == 0 {
-                    let (cpu, exclusive) = cpus[i].mirror();
-                    LAST_CPU.with(|last| last.set((key, cpu, exclusive)));
+                    let mirror = cpus[i].mirror();
+                    LAST_CPU.with(|last| last.set(mirror));
                 }
                 result
             })
@@ -364,7 +371,7 @@ unsafe impl CpuContext for HostCpus {
     fn current_cpu_exclusive(&self) -> (usize, bool) {
         let (key, cpu, exclusive) = LAST_CPU.with(Cell::get);
         if key == self.machine {
-            return (cpu, exclusive);
+            return (cpu, exclusive != 0);
         }
         if key == 0 {
             return (0, false);

@@ -1,6 +1,7 @@
 //! `SlabAllocator`: the public face of the slab layer (`kmem_cache_*`,
 //! `kmalloc` and friends, `/proc/slabinfo`, the slab lines of `/proc/meminfo`).
 
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -9,16 +10,17 @@ use core::fmt::{self, Write as _};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
+use crossbeam_utils::CachePadded;
 use kmm_gfp::Gfp;
 use kmm_page::{PAGE_SIZE, PageAllocator, PageFlags, PageType, Pfn, get_order};
 use kmm_percpu::CpuContext;
 use spin::{Mutex, Once};
 
-use crate::cache::{Cache, CpuSlot, Lookup, NO_SLAB, SLAB_ID_BITS, SlabMeta};
+use crate::cache::{Cache, CpuSlot, Lookup, NO_SLAB, SLAB_ID_BITS, SlabMeta, SlotAt};
 use crate::layout::{
-    ARCH_SLAB_MINALIGN, DMA_KMALLOC_NAMES, KMALLOC_CREATE_ORDER, KMALLOC_MAX_CACHE_SIZE,
-    KMALLOC_MAX_SIZE, KMALLOC_NAMES, calculate_alignment, calculate_sizes, kmalloc_index,
-    kmalloc_size, min_partial,
+    ARCH_SLAB_MINALIGN, DMA_KMALLOC_NAMES, KMALLOC_CLASSES, KMALLOC_CREATE_ORDER,
+    KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_NAMES, calculate_alignment, calculate_sizes,
+    kmalloc_index, kmalloc_size, min_partial,
 };
 use crate::table::Table;
 use crate::{SlabError, SlabFlags};
@@ -164,11 +166,16 @@ pub struct SlabAllocator<P: ?Sized = dyn PageAllocator, C: ?Sized = dyn CpuConte
     next_cache: AtomicU32,
     /// Live caches in creation order (`slab_caches`).
     list: Mutex<Vec<Arc<Cache>>>,
-    kmalloc: Vec<Arc<Cache>>,
-    dma: Vec<Arc<Cache>>,
-    /// The caches created at boot (the kmalloc and dma-kmalloc ones) by id,
-    /// as slab frames name them (see `cache::SLAB_ID_BITS`).
+    /// The caches created at boot by id: `kmalloc-*` at `kmalloc_index - 1`,
+    /// `dma-kmalloc-*` [`KMALLOC_CLASSES`] further on, as slab frames name
+    /// them (see `cache::SLAB_ID_BITS`).
     pub(crate) early: Vec<Arc<Cache>>,
+    /// The CPU slots of the `early` caches, row `k` (`nr_slots` slots) for
+    /// `early[k]`: `kfree` reaches a kmalloc object's slot from the frame's
+    /// cache index with arithmetic alone, not through the cache.
+    pub(crate) kcpu: Box<[CachePadded<CpuSlot>]>,
+    /// Slots per cache: the CPU count (at least 1).
+    pub(crate) nr_slots: usize,
     large_lock: Mutex<()>,
     large_pages: AtomicUsize,
     pub(crate) instance: u64,
@@ -222,9 +229,9 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             caches: Table::new(CACHE_DIR, CACHE_CHUNK),
             next_cache: AtomicU32::new(0),
             list: Mutex::new(Vec::new()),
-            kmalloc: Vec::new(),
-            dma: Vec::new(),
             early: Vec::new(),
+            kcpu: Box::default(),
+            nr_slots: 1,
             large_lock: Mutex::new(()),
             large_pages: AtomicUsize::new(0),
             instance,
@@ -233,8 +240,8 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             internal_errors: AtomicUsize::new(0),
             track_seq: AtomicUsize::new(1),
         };
+        sa.nr_slots = sa.cpus.nr_cpus().max(1);
         for dma in [false, true] {
-            let mut made: Vec<Option<Arc<Cache>>> = (0..14).map(|_| None).collect();
             for &i in &KMALLOC_CREATE_ORDER {
                 let size = kmalloc_size(i);
                 let align = if size.is_power_of_two() {
@@ -250,18 +257,20 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
                 } else {
                     (KMALLOC_NAMES[i], SlabFlags::KMALLOC)
                 };
-                made[i] = Some(sa.create(name, size, align, flags, None)?);
-            }
-            let made: Vec<Arc<Cache>> = made.into_iter().skip(1).flatten().collect();
-            if dma {
-                sa.dma = made;
-            } else {
-                sa.kmalloc = made;
+                let k = i - 1 + if dma { KMALLOC_CLASSES } else { 0 };
+                let cache = sa.create(name, size, align, flags, None, k as u32 + 1)?;
+                debug_assert_eq!(cache.id as usize, k);
             }
         }
-        // Ids are handed out in order from 0, so these are all caches so far.
+        // Ids are handed out in order from 0, so these are all caches so far,
+        // each at its `early` index.
         sa.early = (0..sa.next_cache.load(Relaxed))
             .map_while(|id| sa.cache_by_id(id).cloned())
+            .collect();
+        sa.kcpu = sa
+            .early
+            .iter()
+            .flat_map(|c| (0..sa.nr_slots).map(|_| CachePadded::new(CpuSlot::new(c.layout.offset))))
             .collect();
         Ok(sa)
     }
@@ -309,6 +318,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         align: usize,
         flags: SlabFlags,
         ctor: Option<fn(NonNull<u8>)>,
+        early: u32,
     ) -> Result<Arc<Cache>, SlabError> {
         if name.is_empty() || name.chars().any(char::is_whitespace) {
             return Err(SlabError::InvalidArgs(
@@ -353,6 +363,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             flags,
             layout,
             ctor,
+            early,
             nr_cpus,
             min_partial(layout.size),
         ));
@@ -406,7 +417,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             ));
         }
         Ok(KmemCache {
-            inner: self.create(name, size, align, flags, ctor)?,
+            inner: self.create(name, size, align, flags, ctor, 0)?,
         })
     }
 
@@ -472,7 +483,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         let c = &cache.inner;
         let mut discard = Vec::new();
         {
-            let mut guards = CpuSlot::close_all(&c.cpu, &*self.cpus);
+            let mut guards = CpuSlot::close_all(self.slots(c), &*self.cpus);
             let mut n = c.node.lock();
             let live = n
                 .total_objects
@@ -506,16 +517,16 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         Ok(())
     }
 
-    /// The kmalloc cache for `size` (`kmalloc_slab`).
-    #[inline]
-    fn kmalloc_slab(&self, size: usize, gfp: Gfp) -> Option<&Arc<Cache>> {
+    /// The kmalloc cache for `size` (`kmalloc_slab`), with this CPU's slot of it.
+    #[inline(always)]
+    fn kmalloc_slab(&self, size: usize, gfp: Gfp) -> Option<(&Cache, SlotAt<'_>)> {
         let i = kmalloc_index(size)?;
-        let set = if gfp.contains(Gfp::DMA) {
-            &self.dma
+        let dma = if gfp.contains(Gfp::DMA) {
+            KMALLOC_CLASSES
         } else {
-            &self.kmalloc
+            0
         };
-        set.get(i.checked_sub(1)?)
+        self.early_at(i.checked_sub(1)? + dma)
     }
 
     /// Allocates `size` bytes (`kmalloc`, `include/linux/slab.h`): from the
@@ -535,7 +546,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             return Ok(ZERO_SIZE_PTR);
         }
         match self.kmalloc_slab(size, gfp) {
-            Some(cache) => self.cache_alloc(cache, gfp),
+            Some((cache, at)) => self.cache_alloc_at(cache, at, gfp),
             None => self.kmalloc_large(size, gfp),
         }
     }
@@ -665,15 +676,15 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         match self.lookup(addr)? {
             Lookup::Large { pfn, order } => self.free_large(addr, pfn, order),
             Lookup::Slab { id, early } => {
-                // A kmalloc cache straight from the frame; others through
-                // the slab's descriptor.
-                let cache = match self.early.get((early as usize).wrapping_sub(1)) {
-                    Some(cache) => Some(cache),
-                    None => self
-                        .meta(id)
-                        .and_then(|meta| meta.cache.load(Relaxed).checked_sub(1))
-                        .and_then(|c| self.cache_by_id(c)),
-                };
+                // A kmalloc cache and its CPU slots straight from the frame;
+                // others through the slab's descriptor.
+                if let Some((cache, at)) = self.early_at((early as usize).wrapping_sub(1)) {
+                    return self.cache_free_at(cache, at, p, Some(id));
+                }
+                let cache = self
+                    .meta(id)
+                    .and_then(|meta| meta.cache.load(Relaxed).checked_sub(1))
+                    .and_then(|c| self.cache_by_id(c));
                 match cache {
                     Some(cache) => self.cache_free(cache, p, Some(id)),
                     None => Err(SlabError::ForeignPointer { addr }),

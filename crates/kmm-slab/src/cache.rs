@@ -217,10 +217,16 @@ pub(crate) struct CpuSlot {
     last: AtomicUsize,
     len: AtomicUsize,
     slab: AtomicU32,
+    /// The cache's free-pointer offset (`s->offset`), a constant kept
+    /// beside `ft` so that the fast paths find it on the line they already
+    /// read: a `kfree` that reached the slot through the frame need not
+    /// load the cache before it stores the free pointer.
+    offset: usize,
 }
 
 impl CpuSlot {
-    fn new() -> CpuSlot {
+    /// An empty slot of a cache whose free pointer is at `offset`.
+    pub(crate) fn new(offset: usize) -> CpuSlot {
         CpuSlot {
             ft: AtomicU64::new(pack(F_NIL, 0)),
             busy: AtomicU32::new(0),
@@ -228,6 +234,7 @@ impl CpuSlot {
             last: AtomicUsize::new(0),
             len: AtomicUsize::new(0),
             slab: AtomicU32::new(NO_SLAB),
+            offset,
         }
     }
 
@@ -415,7 +422,15 @@ pub(crate) struct Cache {
     pub(crate) allocflags: Gfp,
     recip: Reciprocal,
     pub(crate) destroyed: AtomicBool,
-    pub(crate) cpu: Box<[CachePadded<CpuSlot>]>,
+    /// The cache's index + 1 in `SlabAllocator::early` (the kmalloc
+    /// caches), 0 for the others; kept in its slab frames (see
+    /// [`SLAB_ID_BITS`]).
+    pub(crate) early: u32,
+    /// The CPU slots (`s->cpu_slab`) of a cache that is not in
+    /// `SlabAllocator::early`; empty for those, whose slots the allocator
+    /// keeps in one table (`SlabAllocator::kcpu`). Reach them through
+    /// `SlabAllocator::slots`.
+    cpu: Box<[CachePadded<CpuSlot>]>,
     pub(crate) node: Mutex<Node>,
 }
 
@@ -455,6 +470,7 @@ impl Cache {
         flags: SlabFlags,
         layout: ObjectLayout,
         ctor: Option<fn(NonNull<u8>)>,
+        early: u32,
         nr_cpus: usize,
         min_partial: usize,
     ) -> Cache {
@@ -484,8 +500,10 @@ impl Cache {
             allocflags,
             recip: Reciprocal::new(layout.size),
             destroyed: AtomicBool::new(false),
-            cpu: (0..nr_cpus.max(1))
-                .map(|_| CachePadded::new(CpuSlot::new()))
+            early,
+            // An early cache's slots are the allocator's.
+            cpu: (0..if early == 0 { nr_cpus.max(1) } else { 0 })
+                .map(|_| CachePadded::new(CpuSlot::new(layout.offset)))
                 .collect(),
             node: Mutex::new(Node {
                 head: NO_SLAB,
@@ -555,21 +573,78 @@ pub(crate) enum Lookup {
 pub(crate) const SLAB_ID_BITS: u32 = 21;
 pub(crate) const SLAB_ID_MASK: u32 = (1 << SLAB_ID_BITS) - 1;
 
+/// A CPU slot of a cache, the CPU's number, and whether the caller holds
+/// the CPU exclusively ([`SlabAllocator::this_cpu`]).
+pub(crate) type SlotAt<'a> = (&'a CachePadded<CpuSlot>, usize, bool);
+
 /// The `S_FROZEN` state of `cpu`.
 fn frozen(cpu: usize) -> u32 {
     S_FROZEN + cpu as u32
 }
 
 impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
-    /// This CPU's slot in `cache` with the CPU's number (slot 0 if the
-    /// context reports a CPU beyond the machine).
-    /// The third value says whether the caller holds the CPU exclusively.
+    /// The CPU slots of `cache`: its own, or for a kmalloc cache its row of
+    /// [`SlabAllocator::kcpu`].
+    #[inline]
+    pub(crate) fn slots<'c>(&'c self, cache: &'c Cache) -> &'c [CachePadded<CpuSlot>] {
+        match cache.early.checked_sub(1) {
+            None => &cache.cpu,
+            Some(k) => self.kslots(k as usize),
+        }
+    }
+
+    /// Row `k` of [`SlabAllocator::kcpu`]: the CPU slots of `early[k]`.
+    #[inline]
+    fn kslots(&self, k: usize) -> &[CachePadded<CpuSlot>] {
+        let n = self.nr_slots;
+        self.kcpu.get(k * n..k * n + n).unwrap_or_default()
+    }
+
+    /// Cache `early[k]` and this CPU's slot of it, as
+    /// [`SlabAllocator::this_cpu`] gives it, found by indexing
+    /// [`SlabAllocator::kcpu`] rather than through the cache; `None` if
+    /// there is no such cache.
     #[inline(always)]
-    fn this_cpu<'c>(&self, cache: &'c Cache) -> (&'c CachePadded<CpuSlot>, usize, bool) {
+    pub(crate) fn early_at(&self, k: usize) -> Option<(&Cache, SlotAt<'_>)> {
+        let cache = self.early.get(k)?;
+        let (cpu, exclusive) = self.cpus.current_cpu_exclusive();
+        let n = self.nr_slots;
+        let at = if cpu < n {
+            (self.kcpu.get(k * n + cpu)?, cpu, exclusive)
+        } else {
+            (self.kcpu.get(k * n)?, 0, false)
+        };
+        Some((cache, at))
+    }
+
+    /// This CPU's slot of `cache` with the CPU's number (slot 0 if the
+    /// context reports a CPU beyond the machine). The third value says
+    /// whether the caller holds the CPU exclusively.
+    #[inline(always)]
+    fn this_cpu<'c>(&'c self, cache: &'c Cache) -> SlotAt<'c> {
         let (cpu, exclusive) = self.cpus.current_cpu_exclusive();
         match cache.cpu.get(cpu) {
             Some(slot) => (slot, cpu, exclusive),
-            None => (&cache.cpu[0], 0, false),
+            None => self.this_cpu_elsewhere(cache, cpu, exclusive),
+        }
+    }
+
+    /// [`SlabAllocator::this_cpu`] for a CPU beyond the cache's own slots:
+    /// an `early` cache, whose slots are in [`SlabAllocator::kcpu`], or a CPU
+    /// beyond the machine.
+    #[cold]
+    #[inline(never)]
+    fn this_cpu_elsewhere<'c>(
+        &'c self,
+        cache: &'c Cache,
+        cpu: usize,
+        exclusive: bool,
+    ) -> SlotAt<'c> {
+        let slots = self.slots(cache);
+        match slots.get(cpu) {
+            Some(slot) => (slot, cpu, exclusive),
+            // Every cache has a slot per CPU of the machine, at least one.
+            None => (&slots[0], 0, false),
         }
     }
 
@@ -630,13 +705,8 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
 
     /// The `private` word of the frames of slab `id` of `cache` (see
     /// [`SLAB_ID_BITS`]).
-    fn frame_word(&self, cache: &Cache, id: u32) -> u32 {
-        let early = if (cache.id as usize) < self.early.len() {
-            cache.id + 1
-        } else {
-            0
-        };
-        id | early << SLAB_ID_BITS
+    fn frame_word(cache: &Cache, id: u32) -> u32 {
+        id | cache.early << SLAB_ID_BITS
     }
 
     #[inline(always)]
@@ -701,9 +771,22 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         obj: NonNull<u8>,
         slab: Option<u32>,
     ) -> Result<(), SlabError> {
+        self.cache_free_at(cache, self.this_cpu(cache), obj, slab)
+    }
+
+    /// [`SlabAllocator::cache_free`] with this CPU's slot of the cache at
+    /// hand, as [`SlabAllocator::this_cpu`] returns it (`kfree` finds a
+    /// kmalloc cache's slot from the frame).
+    #[inline(always)]
+    pub(crate) fn cache_free_at(
+        &self,
+        cache: &Cache,
+        (slot, _, exclusive): SlotAt<'_>,
+        obj: NonNull<u8>,
+        slab: Option<u32>,
+    ) -> Result<(), SlabError> {
         // Debug caches never hold a CPU slab (their objects are checked
         // under the node lock), so their frees miss the fast paths below.
-        let (slot, _, exclusive) = self.this_cpu(cache);
         if exclusive {
             self.owner_free(cache, slot, obj, slab)
         } else {
@@ -752,7 +835,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             // inside the direct map, which stays mapped while the allocator
             // lives.
             unsafe {
-                raw::store_free_word(base, off + cache.layout.offset, head_off(head));
+                raw::store_free_word(base, off + slot.offset, head_off(head));
             };
             if slot
                 .ft
@@ -795,7 +878,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         // SAFETY: as in `shared_free`: an object start of this CPU's slab,
         // given back by the caller, with an aligned free pointer inside the
         // direct map.
-        unsafe { raw::store_free_word(base, off + cache.layout.offset, head_off(head)) };
+        unsafe { raw::store_free_word(base, off + slot.offset, head_off(head)) };
         slot.ft
             .store(pack(off as u32, tid.wrapping_add(1)), Release);
         slot.leave();
@@ -988,9 +1071,20 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// Allocates an object of `cache` (`slab_alloc_node`).
     #[inline(always)]
     pub(crate) fn cache_alloc(&self, cache: &Cache, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+        self.cache_alloc_at(cache, self.this_cpu(cache), gfp)
+    }
+
+    /// [`SlabAllocator::cache_alloc`] with this CPU's slot of the cache at
+    /// hand, as [`SlabAllocator::this_cpu`] returns it.
+    #[inline(always)]
+    pub(crate) fn cache_alloc_at(
+        &self,
+        cache: &Cache,
+        (slot, cpu, exclusive): SlotAt<'_>,
+        gfp: Gfp,
+    ) -> Result<NonNull<u8>, SlabError> {
         // A debug cache's CPU slots stay empty, so it reaches `alloc_slow`,
         // which sends it to `alloc_debug`.
-        let (slot, cpu, exclusive) = self.this_cpu(cache);
         if exclusive {
             self.owner_alloc(cache, slot, cpu, gfp)
         } else {
@@ -1029,7 +1123,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             // slab at the snapshot; see `raw::load_free_word` for the race
             // with a thread that pops it first, after which the value read
             // is thrown away because the compare-exchange below fails.
-            let next = unsafe { raw::load_free_word(base, off + cache.layout.offset) };
+            let next = unsafe { raw::load_free_word(base, off + slot.offset) };
             if next != NIL && next > last {
                 // The free pointer was overwritten: drop the rest of the
                 // list if it is still this CPU's, and report.
@@ -1078,7 +1172,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         // SAFETY: `base + off` is the first free object of this CPU's slab,
         // which only this thread pops while the slot is open; the word is
         // aligned and inside the direct map.
-        let next = unsafe { raw::load_free_word(base, off + cache.layout.offset) };
+        let next = unsafe { raw::load_free_word(base, off + slot.offset) };
         if next != NIL && next > last {
             // The free pointer was overwritten: drop the rest of the list.
             slot.ft.store(pack(F_NIL, tid.wrapping_add(1)), Release);
@@ -1393,7 +1487,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         meta.next.store(NO_SLAB, Relaxed);
         meta.prev.store(NO_SLAB, Relaxed);
         // The frames say which slab they belong to (`slab_set_pfmemalloc`, `__folio_set_slab`).
-        let word = self.frame_word(cache, id);
+        let word = Self::frame_word(cache, id);
         for i in 0..(1usize << order) {
             if let Some(f) = self.pages.pfn_to_page(Pfn(pfn.0 + i)) {
                 f.set_private(word);
@@ -1471,7 +1565,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             }
             chain = id;
         };
-        for mut c in CpuSlot::close_all(&cache.cpu, &*self.cpus) {
+        for mut c in CpuSlot::close_all(self.slots(cache), &*self.cpus) {
             let mut n = cache.node.lock();
             let d = self.deactivate(cache, &mut c, &mut n);
             if d != NO_SLAB {
@@ -1504,7 +1598,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// Objects allocated to callers, and the node counters, with every lock
     /// of the cache held: `(live, total_objects, nr_slabs, pages)`.
     pub(crate) fn cache_counts(&self, cache: &Cache) -> (usize, usize, usize, usize) {
-        let guards = CpuSlot::close_all(&cache.cpu, &*self.cpus);
+        let guards = CpuSlot::close_all(self.slots(cache), &*self.cpus);
         let n = cache.node.lock();
         let free = self.free_objects(cache, &n, &guards);
         let live = n.total_objects.saturating_sub(free);
@@ -1761,7 +1855,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// Checks a cache's structure with all its locks held.
     pub(crate) fn check_cache(&self, cache: &Cache) -> Result<(), alloc::string::String> {
         use alloc::format;
-        let mut guards = CpuSlot::close_all(&cache.cpu, &*self.cpus);
+        let mut guards = CpuSlot::close_all(self.slots(cache), &*self.cpus);
         let n = cache.node.lock();
         let name = &cache.name;
         // The fast paths skip the debug checks only because of this.
@@ -1835,7 +1929,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             }
             free += own;
             let pfn = meta.pfn.load(Relaxed);
-            let word = self.frame_word(cache, id as u32);
+            let word = Self::frame_word(cache, id as u32);
             for i in 0..(1usize << order) {
                 let f = self
                     .pages

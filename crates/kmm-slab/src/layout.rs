@@ -321,6 +321,10 @@ pub(crate) const DMA_KMALLOC_NAMES: [&str; 14] = [
     "dma-kmalloc-8k",
 ];
 
+/// The number of kmalloc size classes (`kmalloc_index` 1 to 13), and of
+/// `dma-kmalloc` ones.
+pub(crate) const KMALLOC_CLASSES: usize = 13;
+
 /// The order in which `create_kmalloc_caches` creates the caches of one
 /// type: 96 and 192 first, then the powers of two.
 pub(crate) const KMALLOC_CREATE_ORDER: [usize; 13] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13];
