@@ -160,9 +160,9 @@ struct IdState {
 pub struct SlabAllocator<P: ?Sized = dyn PageAllocator, C: ?Sized = dyn CpuContext> {
     pub(crate) pages: Arc<P>,
     pub(crate) cpus: Arc<C>,
-    pub(crate) slabs: Table<SlabMeta>,
+    pub(crate) slabs: Table<SlabMeta, SLAB_CHUNK>,
     ids: Mutex<IdState>,
-    caches: Table<Once<Arc<Cache>>>,
+    caches: Table<Once<Arc<Cache>>, CACHE_CHUNK>,
     next_cache: AtomicU32,
     /// Live caches in creation order (`slab_caches`).
     list: Mutex<Vec<Arc<Cache>>>,
@@ -221,12 +221,12 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         let mut sa = SlabAllocator {
             pages,
             cpus,
-            slabs: Table::new(SLAB_DIR, SLAB_CHUNK),
+            slabs: Table::new(SLAB_DIR),
             ids: Mutex::new(IdState {
                 next_unused: 0,
                 free_head: NO_SLAB,
             }),
-            caches: Table::new(CACHE_DIR, CACHE_CHUNK),
+            caches: Table::new(CACHE_DIR),
             next_cache: AtomicU32::new(0),
             list: Mutex::new(Vec::new()),
             early: Vec::new(),
