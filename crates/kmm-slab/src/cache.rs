@@ -40,7 +40,7 @@ use crossbeam_utils::{Backoff, CachePadded};
 use kmm_gfp::Gfp;
 use kmm_page::{PAGE_SIZE, PageAllocator, PageFlags, PageFrame, PageType, Pfn};
 use kmm_percpu::CpuContext;
-use spin::Mutex;
+use spin::{Mutex, MutexGuard};
 
 use crate::allocator::SlabAllocator;
 use crate::layout::{
@@ -930,8 +930,10 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         }
     }
 
-    /// `__slab_free`: frees to the slab's own freelist under the node lock
-    /// (remote frees, and every free of a debug cache).
+    /// `__slab_free`: frees to the slab's own freelist (remote frees, and
+    /// every free of a debug cache), taking the node lock only when the
+    /// slab changes lists; a debug cache's objects are checked first, under
+    /// the lock ([`SlabAllocator::free_debug`]).
     #[inline(never)]
     fn free_slow(
         &self,
@@ -961,30 +963,63 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         let Some(meta) = self.meta(id) else {
             return Err(SlabError::ForeignPointer { addr });
         };
-        // Debug caches check and free every object under the node lock;
-        // the others take it only when the slab changes lists.
-        let mut node = cache.debug.then(|| cache.node.lock());
-        let (off, mem, objects) = self.validate(cache, meta, addr)?;
-        let mut report = None;
         if cache.debug {
-            if self.on_freelist(cache, meta, &mem, off) {
-                return Err(cold::double_free(cache, addr));
-            }
-            report = self
-                .check_red_zones(cache, &mem, off, SLUB_RED_ACTIVE)
-                .err();
-            self.init_object(cache, &mem, off, false);
-            self.store_user(cache, &mem, off, 1);
+            return self.free_debug(cache, id, meta, addr);
         }
-        // `__slab_free`: push with one compare-exchange of the slab's
-        // freelist and counters; a slab that was full, or becomes empty,
-        // and is not frozen moves between lists, which needs the node lock,
-        // taken before the compare-exchange that makes the move.
+        let (off, mem, objects) = self.validate(cache, meta, addr)?;
+        self.slab_push(cache, id, meta, (off, &mem, objects), None)
+    }
+
+    /// [`SlabAllocator::free_slow`] for a debug cache: under the node lock,
+    /// refuses a double free (the object on the slab's freelist), checks
+    /// the red zones, poisons the object and records the free, then frees
+    /// it. A red zone found overwritten is reported after the free.
+    #[inline(never)]
+    fn free_debug(
+        &self,
+        cache: &Cache,
+        id: u32,
+        meta: &SlabMeta,
+        addr: usize,
+    ) -> Result<(), SlabError> {
+        let node = cache.node.lock();
+        let (off, mem, objects) = self.validate(cache, meta, addr)?;
+        if self.on_freelist(cache, meta, &mem, off) {
+            return Err(cold::double_free(cache, addr));
+        }
+        let report = self
+            .check_red_zones(cache, &mem, off, SLUB_RED_ACTIVE)
+            .err();
+        self.init_object(cache, &mem, off, false);
+        self.store_user(cache, &mem, off, 1);
+        self.slab_push(cache, id, meta, (off, &mem, objects), Some(node))?;
+        match report {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The free proper of `__slab_free`: pushes the object at `off` of slab
+    /// `id` (with `objects` objects) with one compare-exchange of the slab's
+    /// freelist and counters. A slab that was full, or becomes empty, and is
+    /// not frozen moves between lists, which needs the node lock, taken
+    /// (unless `node` holds it already) before the compare-exchange that
+    /// makes the move; an empty slab beyond `min_partial` goes back to the
+    /// page allocator.
+    #[inline(always)]
+    fn slab_push<'c>(
+        &self,
+        cache: &'c Cache,
+        id: u32,
+        meta: &SlabMeta,
+        (off, mem, objects): (usize, &SlabMem, u32),
+        mut node: Option<MutexGuard<'c, Node>>,
+    ) -> Result<(), SlabError> {
         let (nr_free, moves) = loop {
             let fc = meta.fc.load(Acquire);
             let (head, nr, frozen) = fc_unpack(fc);
             if off == head {
-                return Err(cold::double_free(cache, addr));
+                return Err(cold::double_free(cache, Cache::addr_of(mem, off)));
             }
             let nr_free = nr + 1;
             let moves = !frozen && (head == NIL || nr_free == objects);
@@ -1027,10 +1062,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         if discard != NO_SLAB {
             self.free_slab(discard);
         }
-        match report {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// A debug cache's partial slab whose freelist is corrupt (at the object
