@@ -452,3 +452,76 @@ fn an_exclusive_owner_on_heap_memory() {
     assert_eq!(slab.slab_pages(), 0);
     assert_eq!(free_pages(&za), free0);
 }
+
+/// A context whose CPU number may lie beyond the machine, as a buggy or
+/// hot-plugging context might report.
+struct Astray {
+    inner: FixedCpu,
+    /// The CPU reported while set: beyond `nr_cpus`.
+    beyond: core::sync::atomic::AtomicBool,
+}
+
+// SAFETY: never reports exclusivity (the default `current_cpu_exclusive`),
+// so the slab layer takes its compare-exchange paths, which are sound for
+// any CPU number.
+unsafe impl CpuContext for Astray {
+    fn nr_cpus(&self) -> usize {
+        self.inner.nr_cpus()
+    }
+    fn current_cpu(&self) -> usize {
+        if self.beyond.load(core::sync::atomic::Ordering::Relaxed) {
+            self.inner.nr_cpus() + 5
+        } else {
+            self.inner.current_cpu()
+        }
+    }
+    fn preempt_disable(&self) {
+        self.inner.preempt_disable();
+    }
+    fn preempt_enable(&self) {
+        self.inner.preempt_enable();
+    }
+}
+
+#[test]
+fn a_cpu_beyond_the_machine_runs_on_cpu_0s_slots() {
+    let pages = 64;
+    let cpu = Arc::new(FixedCpu::new(2));
+    let cfg = kmm_zone::ZonedConfig {
+        layout: kmm_zone::MachineLayout::toy(pages, None),
+        pcp: false,
+        min_free_kbytes: None,
+    };
+    let za = Arc::new(
+        kmm_zone::ZonedAllocator::new(cfg, cpu.clone(), Arc::new(HeapMemory::new(pages))).unwrap(),
+    );
+    let free0 = free_pages(&za);
+    let ctx = Arc::new(Astray {
+        inner: FixedCpu::new(2),
+        beyond: core::sync::atomic::AtomicBool::new(true),
+    });
+    let slab = SlabAllocator::new(za.clone(), ctx.clone()).unwrap();
+    let c = slab
+        .kmem_cache_create("astray", 48, 0, SlabFlags::empty(), None)
+        .unwrap();
+    // Taken and given back on the CPU beyond the machine, for a cache with
+    // slots of its own and for a kmalloc cache (slots in the allocator's
+    // table): both go through CPU 0's slot, so CPU 0 is handed the same
+    // objects next, from the slabs frozen there.
+    let o = slab.kmem_cache_alloc(&c, GFP_KERNEL).unwrap();
+    let k = slab.kmalloc(100, GFP_KERNEL).unwrap();
+    slab.kmem_cache_free(&c, o).unwrap();
+    slab.kfree(Some(k)).unwrap();
+    slab.check_invariants().unwrap();
+    ctx.beyond
+        .store(false, core::sync::atomic::Ordering::Relaxed);
+    assert_eq!(ctx.current_cpu(), 0);
+    assert_eq!(slab.kmem_cache_alloc(&c, GFP_KERNEL).unwrap(), o);
+    assert_eq!(slab.kmalloc(100, GFP_KERNEL).unwrap(), k);
+    slab.kmem_cache_free(&c, o).unwrap();
+    slab.kfree(Some(k)).unwrap();
+    slab.kmem_cache_destroy(&c).unwrap();
+    slab.shrink_all();
+    slab.check_invariants().unwrap();
+    assert_eq!(free_pages(&za), free0);
+}
