@@ -227,20 +227,27 @@ fn boot(
     Arc<FixedCpu>,
 ) {
     let cpu = Arc::new(FixedCpu::new(cpus));
-    let cfg = kmm_zone::ZonedConfig {
-        layout: kmm_zone::MachineLayout::toy(pages, None),
-        pcp: false,
-        min_free_kbytes: None,
-    };
-    let za = Arc::new(
-        kmm_zone::ZonedAllocator::new(cfg, cpu.clone(), Arc::new(HeapMemory::new(pages))).unwrap(),
-    );
+    let za = toy_pages(pages, cpu.clone());
     // The unit tests go through the `dyn` seams (the default type
     // parameters); the integration tests instantiate over concrete types.
     let pa: Arc<dyn PageAllocator> = za.clone();
     let ctx: Arc<dyn CpuContext> = cpu.clone();
     let slab = SlabAllocator::new(pa, ctx).unwrap();
     (za, slab, cpu)
+}
+
+/// The page allocator of a toy machine of `pages` pages of heap memory,
+/// without per-CPU page lists, on CPU context `ctx`.
+fn toy_pages(
+    pages: usize,
+    ctx: Arc<dyn CpuContext>,
+) -> Arc<kmm_zone::ZonedAllocator<kmm_buddy::EagerBuddy>> {
+    let cfg = kmm_zone::ZonedConfig {
+        layout: kmm_zone::MachineLayout::toy(pages, None),
+        pcp: false,
+        min_free_kbytes: None,
+    };
+    Arc::new(kmm_zone::ZonedAllocator::new(cfg, ctx, Arc::new(HeapMemory::new(pages))).unwrap())
 }
 
 fn free_pages(za: &kmm_zone::ZonedAllocator<kmm_buddy::EagerBuddy>) -> usize {
@@ -391,17 +398,8 @@ mod sole;
 
 #[test]
 fn an_exclusive_owner_on_heap_memory() {
-    let pages = 64;
     let owner = Arc::new(sole::SoleThread(FixedCpu::new(2)));
-    let cfg = kmm_zone::ZonedConfig {
-        layout: kmm_zone::MachineLayout::toy(pages, None),
-        pcp: false,
-        min_free_kbytes: None,
-    };
-    let za = Arc::new(
-        kmm_zone::ZonedAllocator::new(cfg, owner.clone(), Arc::new(HeapMemory::new(pages)))
-            .unwrap(),
-    );
+    let za = toy_pages(64, owner.clone());
     let free0 = free_pages(&za);
     let slab = SlabAllocator::new(za.clone(), owner.clone()).unwrap();
     let c = slab
@@ -485,16 +483,7 @@ unsafe impl CpuContext for Astray {
 
 #[test]
 fn a_cpu_beyond_the_machine_runs_on_cpu_0s_slots() {
-    let pages = 64;
-    let cpu = Arc::new(FixedCpu::new(2));
-    let cfg = kmm_zone::ZonedConfig {
-        layout: kmm_zone::MachineLayout::toy(pages, None),
-        pcp: false,
-        min_free_kbytes: None,
-    };
-    let za = Arc::new(
-        kmm_zone::ZonedAllocator::new(cfg, cpu.clone(), Arc::new(HeapMemory::new(pages))).unwrap(),
-    );
+    let za = toy_pages(64, Arc::new(FixedCpu::new(2)));
     let free0 = free_pages(&za);
     let ctx = Arc::new(Astray {
         inner: FixedCpu::new(2),
