@@ -625,26 +625,31 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         let (cpu, exclusive) = self.cpus.current_cpu_exclusive();
         match cache.cpu.get(cpu) {
             Some(slot) => (slot, cpu, exclusive),
-            None => self.this_cpu_elsewhere(cache, cpu, exclusive),
+            None => {
+                let (slot, on) = self.this_cpu_elsewhere(cache, cpu);
+                (slot, on, exclusive && on == cpu)
+            }
         }
     }
 
     /// [`SlabAllocator::this_cpu`] for a CPU beyond the cache's own slots:
     /// an `early` cache, whose slots are in [`SlabAllocator::kcpu`], or a CPU
-    /// beyond the machine.
+    /// beyond the machine (slot 0). Returns the slot and the CPU it is for:
+    /// a pair, which comes back in registers, where the triple would come
+    /// back through memory and make every fast path store its own triple
+    /// to the stack too.
     #[cold]
     #[inline(never)]
     fn this_cpu_elsewhere<'c>(
         &'c self,
         cache: &'c Cache,
         cpu: usize,
-        exclusive: bool,
-    ) -> SlotAt<'c> {
+    ) -> (&'c CachePadded<CpuSlot>, usize) {
         let slots = self.slots(cache);
         match slots.get(cpu) {
-            Some(slot) => (slot, cpu, exclusive),
+            Some(slot) => (slot, cpu),
             // Every cache has a slot per CPU of the machine, at least one.
-            None => (&slots[0], 0, false),
+            None => (&slots[0], 0),
         }
     }
 
