@@ -174,7 +174,7 @@ pub struct SlabAllocator<P: ?Sized = dyn PageAllocator, C: ?Sized = dyn CpuConte
     /// `early[k]`: `kfree` reaches a kmalloc object's slot from the frame's
     /// cache index with arithmetic alone, not through the cache.
     pub(crate) kcpu: Box<[CachePadded<CpuSlot>]>,
-    /// Slots per cache: the CPU count (at least 1).
+    /// Slots per cache: the CPU count (at least 1), for every cache.
     pub(crate) nr_slots: usize,
     large_lock: Mutex<()>,
     large_pages: AtomicUsize,
@@ -218,6 +218,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// Only [`SlabError::TooMany`] in theory (the cache table holds 65536).
     pub fn new(pages: Arc<P>, cpus: Arc<C>) -> Result<Self, SlabError> {
         let instance = NEXT_INSTANCE.fetch_add(1, Relaxed);
+        let nr_slots = cpus.nr_cpus().max(1);
         let mut sa = SlabAllocator {
             pages,
             cpus,
@@ -231,7 +232,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             list: Mutex::new(Vec::new()),
             early: Vec::new(),
             kcpu: Box::default(),
-            nr_slots: 1,
+            nr_slots,
             large_lock: Mutex::new(()),
             large_pages: AtomicUsize::new(0),
             instance,
@@ -240,7 +241,6 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             internal_errors: AtomicUsize::new(0),
             track_seq: AtomicUsize::new(1),
         };
-        sa.nr_slots = sa.cpus.nr_cpus().max(1);
         for dma in [false, true] {
             for &i in &KMALLOC_CREATE_ORDER {
                 let size = kmalloc_size(i);
@@ -343,7 +343,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         if SlabFlags::from_bits(flags.bits()).is_none() {
             return Err(SlabError::InvalidArgs("unknown slab flags"));
         }
-        let nr_cpus = self.cpus.nr_cpus().max(1);
+        let nr_cpus = self.nr_slots;
         let align = calculate_alignment(flags, align, size);
         let layout = calculate_sizes(size, align, flags, ctor.is_some(), nr_cpus).ok_or(
             SlabError::TooLarge {
