@@ -539,7 +539,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     ///
     /// [`SlabError::TooLarge`] above `KMALLOC_MAX_SIZE` (4 MiB),
     /// [`SlabError::NoMemory`].
-    #[inline]
+    #[inline(always)]
     pub fn kmalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
         let gfp = gfp - (Gfp::HIGHMEM | Gfp::DMA32);
         if size == 0 {

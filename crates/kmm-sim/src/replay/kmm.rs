@@ -38,8 +38,13 @@ pub(crate) struct KmmHeap {
     /// Pages allocated right after boot (the machine's own: interrupt stacks, per-CPU chunks),
     /// which must be all that is allocated once the replay freed everything.
     boot_allocated: usize,
-    /// Bytes requested by the live objects that sit in slab caches (not large kmallocs).
-    slab_requested: u64,
+    /// Bytes requested by the live objects.
+    requested: u64,
+    /// Bytes requested by the live large kmallocs (above `KMALLOC_MAX_CACHE_SIZE`, straight
+    /// from the page allocator): the rest of [`KmmHeap::requested`] sits in slab caches. Two
+    /// running sums rather than one of slab bytes, so that a free adds or takes away without
+    /// working out the request's size class.
+    large_requested: u64,
 }
 
 /// Builds the kmalloc heap on a machine with `mem` bytes of memory.
@@ -69,37 +74,57 @@ impl KmmHeap {
             mm,
             _cpu: host.bind_owned(1, true).ok(),
             boot_allocated,
-            slab_requested: 0,
+            requested: 0,
+            large_requested: 0,
         })
     }
 
     /// The size kmalloc is asked for: `size` rounded up to a multiple of `align` when `align`
     /// is above kmalloc's minimum alignment (8), which lands in a class whose objects are
-    /// aligned to `align` (see `kmalloc_size_for_align`).
+    /// aligned to `align` (see `kmalloc_size_for_align`). kmalloc itself refuses sizes above
+    /// `KMALLOC_MAX_SIZE`.
+    #[inline]
     fn effective_size(size: usize, align: usize) -> Result<usize, HeapError> {
         // `align` is a power of two (the `ReplayHeap` contract).
-        match kmm::slab::kmalloc_size_for_align(size, align) {
-            Some(rounded) if rounded <= KMALLOC_MAX_SIZE => Ok(rounded),
-            _ => Err(HeapError::TooLarge {
-                size,
-                limit: KMALLOC_MAX_SIZE,
-                limit_name: "KMALLOC_MAX_SIZE",
-            }),
+        kmm::slab::kmalloc_size_for_align(size, align).ok_or(HeapError::TooLarge {
+            size,
+            limit: KMALLOC_MAX_SIZE,
+            limit_name: "KMALLOC_MAX_SIZE",
+        })
+    }
+
+    /// Whether a request of `size` bytes aligned to `align` is a large kmalloc, served by the
+    /// page allocator rather than a slab cache: its rounded size (see
+    /// [`KmmHeap::effective_size`]) is above `KMALLOC_MAX_CACHE_SIZE`. Rounding to an alignment
+    /// up to that size, a power of two, never crosses it, and a larger alignment always does (a
+    /// request of 0 bytes counts no bytes either way).
+    #[inline]
+    fn is_large(size: usize, align: usize) -> bool {
+        size > KMALLOC_MAX_CACHE_SIZE || align > KMALLOC_MAX_CACHE_SIZE
+    }
+
+    /// Counts a request of `size` bytes (aligned to `align`) as live.
+    #[inline]
+    fn count(&mut self, size: usize, align: usize) {
+        self.requested += size as u64;
+        if Self::is_large(size, align) {
+            self.large_requested += size as u64;
         }
     }
 
-    /// The bytes of a request of `size` (rounded to `rounded`) that count against slab pages.
-    fn slab_bytes(size: usize, rounded: usize) -> u64 {
-        if rounded == 0 || rounded > KMALLOC_MAX_CACHE_SIZE {
-            0
-        } else {
-            size as u64
+    /// Counts a request of `size` bytes (aligned to `align`) as gone.
+    #[inline]
+    fn uncount(&mut self, size: usize, align: usize) {
+        self.requested -= size as u64;
+        if Self::is_large(size, align) {
+            self.large_requested -= size as u64;
         }
     }
 
     /// Checks that a new object honours `align`.
+    #[inline]
     fn check_aligned(ptr: NonNull<u8>, size: usize, align: usize) -> Result<(), HeapError> {
-        if size > 0 && align > 8 && ptr.as_ptr().addr() & align.wrapping_sub(1) != 0 {
+        if align > 8 && size > 0 && ptr.as_ptr().addr() & align.wrapping_sub(1) != 0 {
             return Err(HeapError::Other(format!(
                 "kmalloc returned {:p} for {size} bytes, not aligned to {align}",
                 ptr.as_ptr()
@@ -148,16 +173,15 @@ unsafe impl ReplayHeap for KmmHeap {
             .kmalloc(rounded, GFP_KERNEL)
             .map_err(|error| heap_error(error, size))?;
         Self::check_aligned(ptr, size, align)?;
-        self.slab_requested += Self::slab_bytes(size, rounded);
+        self.count(size, align);
         Ok(Handle::new(ptr))
     }
 
     unsafe fn free(&mut self, handle: Handle, size: usize, align: usize) -> Result<(), HeapError> {
-        let rounded = Self::effective_size(size, align)?;
         self.mm
             .kfree(Some(handle.as_ptr()))
             .map_err(|error| HeapError::Other(error.to_string()))?;
-        self.slab_requested -= Self::slab_bytes(size, rounded);
+        self.uncount(size, align);
         Ok(())
     }
 
@@ -168,7 +192,6 @@ unsafe impl ReplayHeap for KmmHeap {
         align: usize,
         new_size: usize,
     ) -> Result<Handle, HeapError> {
-        let old_rounded = Self::effective_size(old_size, align)?;
         let rounded = Self::effective_size(new_size, align)?;
         let ptr = self
             .mm
@@ -177,8 +200,8 @@ unsafe impl ReplayHeap for KmmHeap {
         // No alignment check here: the old object is gone, so an error could not leave it live
         // as the contract asks. krealloc keeps the object or takes a new one from kmalloc with
         // the same rounded size, which `alloc` checks.
-        self.slab_requested -= Self::slab_bytes(old_size, old_rounded);
-        self.slab_requested += Self::slab_bytes(new_size, rounded);
+        self.uncount(old_size, align);
+        self.count(new_size, align);
         Ok(Handle::new(ptr))
     }
 
@@ -189,7 +212,8 @@ unsafe impl ReplayHeap for KmmHeap {
         Some(FootprintInfo {
             pages_held: slab_pages + large_pages,
             page_size: PAGE_SIZE as u64,
-            slab_waste_bytes: (slab_pages * PAGE_SIZE as u64).saturating_sub(self.slab_requested),
+            slab_waste_bytes: (slab_pages * PAGE_SIZE as u64)
+                .saturating_sub(self.requested - self.large_requested),
             peak_pages_held: None,
         })
     }

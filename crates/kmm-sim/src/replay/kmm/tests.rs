@@ -72,8 +72,22 @@ fn the_footprint_counts_slab_pages_and_the_waste_in_them() {
     );
     // SAFETY: `handle` is live, 100 bytes.
     let moved = unsafe { heap.realloc(handle, 100, 16, 20000) }.unwrap();
-    // SAFETY: `moved` is live, 20000 bytes.
-    unsafe { heap.free(moved, 20000, 16) }.unwrap();
+    // A large kmalloc, and a small request whose alignment makes it one, hold no slab bytes;
+    // 8 KiB is the largest request a slab cache serves.
+    let aligned = heap.alloc(100, 16384).unwrap();
+    let top = heap.alloc(8192, 16).unwrap();
+    let slab_bytes = heap.mm.slab().unwrap().slab_pages() as u64 * PAGE_SIZE as u64;
+    assert_eq!(
+        heap.footprint().unwrap().slab_waste_bytes,
+        slab_bytes - 8192
+    );
+    // SAFETY: each is live with the size and alignment it was allocated with.
+    unsafe {
+        heap.free(moved, 20000, 16).unwrap();
+        heap.free(aligned, 100, 16384).unwrap();
+        heap.free(top, 8192, 16).unwrap();
+    }
+    assert_eq!((heap.requested, heap.large_requested), (0, 0));
     heap.verify_empty().unwrap();
 }
 
@@ -136,7 +150,7 @@ fn the_published_traces_replay_through_kmalloc_and_give_every_frame_back() {
             heap.boot_allocated,
             "{file}"
         );
-        assert_eq!(heap.slab_requested, 0, "{file}");
+        assert_eq!((heap.requested, heap.large_requested), (0, 0), "{file}");
         heap.mm.check_invariants().unwrap();
     }
 }
