@@ -23,7 +23,7 @@ use alloc::sync::Arc;
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::{Cell, RefCell};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
 use crossbeam_utils::CachePadded;
 use std::alloc::System;
@@ -57,6 +57,9 @@ struct Machine {
     /// The memory manager, on its `HostCpus` by type (the slab fast paths
     /// read the thread's CPU without an indirect call).
     mm: MemoryManager<DefaultBuddy, HostCpus>,
+    /// The slab layer of `mm` (the same `Arc`), so that the hot paths need
+    /// not test whether `mm` has one.
+    slab: Arc<HostSlab>,
     /// Its CPUs, to bind threads to: leaked (a few words per booted
     /// allocator, which lives as long as the program) so that a thread's
     /// exclusive binding can live in a thread-local.
@@ -84,8 +87,13 @@ pub struct GlobalKmalloc {
     mem: u64,
     /// CPUs of the machine.
     nr_cpus: usize,
-    /// The machine, booted on first use; `None` if it could not boot.
-    machine: spin::Once<Option<Machine>>,
+    /// The machine, booted on first use. One test of the `Once` says
+    /// whether it is there: a failed boot is kept in `failed`, not in the
+    /// `Once`, so the hot paths do not test an `Option` inside it as well.
+    machine: spin::Once<Machine>,
+    /// Whether the machine could not boot (then every allocation goes to
+    /// the system allocator without booting again).
+    failed: AtomicBool,
     /// The CPU the next thread is bound to.
     next_cpu: AtomicUsize,
     /// Allocations the system allocator served.
@@ -136,6 +144,7 @@ impl GlobalKmalloc {
             mem,
             nr_cpus: if nr_cpus == 0 { 1 } else { nr_cpus },
             machine: spin::Once::new(),
+            failed: AtomicBool::new(false),
             next_cpu: AtomicUsize::new(0),
             fallbacks: AtomicUsize::new(0),
             errors: AtomicUsize::new(0),
@@ -148,7 +157,6 @@ impl GlobalKmalloc {
             kmallocs: self
                 .machine
                 .get()
-                .and_then(Option::as_ref)
                 .map_or(0, |m| m.kmallocs.iter().map(|c| c.load(Relaxed)).sum()),
             fallbacks: self.fallbacks.load(Relaxed),
             errors: self.errors.load(Relaxed),
@@ -159,47 +167,69 @@ impl GlobalKmalloc {
     /// if the machine could not boot). Allocating while using it is fine:
     /// the thread is not inside kmm then.
     pub fn memory_manager(&self) -> Option<&MemoryManager<DefaultBuddy, HostCpus>> {
-        self.machine.get()?.as_ref().map(|m| &m.mm)
+        self.machine.get().map(|m| &m.mm)
     }
 
     /// The CPU the calling thread runs as on this allocator's machine, and
     /// whether it holds that CPU alone; `None` before the machine booted.
     /// A thread that has not allocated yet runs as CPU 0, shared.
     pub fn this_cpu(&self) -> Option<(usize, bool)> {
-        let machine = self.machine.get()?.as_ref()?;
-        Some(machine.cpus.current_cpu_exclusive())
+        Some(self.machine.get()?.cpus.current_cpu_exclusive())
     }
 
-    /// Boots the machine on the first call. Runs inside [`guarded`], so
-    /// everything boot allocates comes from the system allocator.
+    /// The machine, booted on the first call; `None` if it could not boot.
+    /// Runs inside [`guarded`], so everything boot allocates comes from the
+    /// system allocator.
+    #[inline]
     fn machine(&self) -> Option<&Machine> {
-        self.machine
-            .call_once(|| {
-                let cpus = Arc::new(HostCpus::new(self.nr_cpus));
-                let config = MachineConfig {
-                    arch: Arch::X86_64,
-                    memory: MemorySpec::Size(self.mem),
-                    cpus: self.nr_cpus,
-                    pcp: Some(true),
-                    min_free_kbytes: None,
-                    backing: Backing::Host,
-                };
-                let mm = MemoryManager::boot_with(config, cpus.clone()).ok()?;
-                let cpus: &'static HostCpus = Box::leak(Box::new(cpus));
-                mm.slab()?;
-                let kmallocs = (0..self.nr_cpus)
-                    .map(|_| CachePadded::new(AtomicUsize::new(0)))
-                    .collect();
-                let phys = mm.pages().phys();
-                let direct_map = phys.linear_map_base()?..phys.linear_map_end()?;
-                Some(Machine {
-                    mm,
-                    cpus,
-                    kmallocs,
-                    direct_map,
-                })
+        match self.machine.get() {
+            Some(machine) => Some(machine),
+            None => self.boot(),
+        }
+    }
+
+    /// Boots the machine unless a boot failed before; the first thread to
+    /// get here boots it while any others wait (and try again themselves if
+    /// it fails).
+    #[cold]
+    #[inline(never)]
+    fn boot(&self) -> Option<&Machine> {
+        if self.failed.load(Relaxed) {
+            return None;
+        }
+        let booted: Result<&Machine, ()> = self.machine.try_call_once(|| {
+            let cpus = Arc::new(HostCpus::new(self.nr_cpus));
+            let config = MachineConfig {
+                arch: Arch::X86_64,
+                memory: MemorySpec::Size(self.mem),
+                cpus: self.nr_cpus,
+                pcp: Some(true),
+                min_free_kbytes: None,
+                backing: Backing::Host,
+            };
+            let mm = MemoryManager::boot_with(config, cpus.clone()).map_err(drop)?;
+            let cpus: &'static HostCpus = Box::leak(Box::new(cpus));
+            let slab = mm.slab.clone().ok_or(())?;
+            let kmallocs = (0..self.nr_cpus)
+                .map(|_| CachePadded::new(AtomicUsize::new(0)))
+                .collect();
+            let phys = mm.pages().phys();
+            let direct_map = phys
+                .linear_map_base()
+                .zip(phys.linear_map_end())
+                .ok_or(())?;
+            Ok(Machine {
+                mm,
+                slab,
+                cpus,
+                kmallocs,
+                direct_map: direct_map.0..direct_map.1,
             })
-            .as_ref()
+        });
+        if booted.is_err() {
+            self.failed.store(true, Relaxed);
+        }
+        booted.ok()
     }
 
     /// The slab layer and the calling thread's CPU, binding the thread to
@@ -207,7 +237,7 @@ impl GlobalKmalloc {
     #[inline]
     fn slab(&self) -> Option<(&Machine, &HostSlab, usize)> {
         let machine = self.machine()?;
-        let slab = machine.mm.slab()?;
+        let slab = &*machine.slab;
         let cpu = match CPU.try_with(Cell::get) {
             Ok(0) => {
                 let cpu = Self::bind_thread(machine.cpus, self.next_cpu.fetch_add(1, Relaxed));
@@ -318,7 +348,6 @@ impl GlobalKmalloc {
     fn is_kmm(&self, ptr: *mut u8) -> bool {
         self.machine
             .get()
-            .and_then(Option::as_ref)
             .is_some_and(|m| m.direct_map.contains(&ptr.addr()))
     }
 }
@@ -343,12 +372,10 @@ unsafe impl GlobalAlloc for GlobalKmalloc {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if self.is_kmm(ptr) {
-            let freed = guarded(|| {
-                let slab = self.machine.get()?.as_ref()?.mm.slab()?;
-                slab.kfree(NonNull::new(ptr)).ok()
-            })
-            .flatten();
+        if let Some(machine) = self.machine.get()
+            && machine.direct_map.contains(&ptr.addr())
+        {
+            let freed = guarded(|| machine.slab.kfree(NonNull::new(ptr)).ok()).flatten();
             if freed.is_none() {
                 // A `kfree` refused (or re-entered): leak the object rather
                 // than hand kmalloc memory to the system allocator.

@@ -263,3 +263,39 @@ fn global_kmalloc_threads_hold_cpus_alone_and_give_them_back() {
     assert_eq!(KM.stats().errors, 0);
     assert_eq!(KM.this_cpu(), Some((0, false)));
 }
+
+#[cfg(feature = "std")]
+#[test]
+#[expect(unsafe_code, reason = "the allocator is called through `GlobalAlloc`")]
+fn global_kmalloc_without_a_machine_serves_everything_from_the_system_allocator() {
+    use core::alloc::{GlobalAlloc, Layout};
+
+    // No machine boots with no memory.
+    let heap = crate::GlobalKmalloc::new(0, 2);
+    let layout = Layout::from_size_align(100, 8).unwrap();
+    for round in 1..=3 {
+        // SAFETY: a non-zero-size layout; the block is freed with it.
+        let p = unsafe { heap.alloc(layout) };
+        assert!(!p.is_null());
+        // The block is real memory of its size.
+        // SAFETY: `p` holds 100 bytes.
+        unsafe { p.write_bytes(0xa5, 100) };
+        // SAFETY: a non-zero new size; the block is live with `layout`.
+        let q = unsafe { heap.realloc(p, layout, 300) };
+        assert!(!q.is_null());
+        // SAFETY: `q` holds 300 bytes, the first 100 copied from `p`.
+        assert_eq!(unsafe { q.add(99).read() }, 0xa5);
+        // SAFETY: `q` is live with 300 bytes and `layout`'s alignment.
+        unsafe { heap.dealloc(q, Layout::from_size_align(300, 8).unwrap()) };
+        assert!(heap.memory_manager().is_none());
+        assert_eq!(heap.this_cpu(), None);
+        assert_eq!(
+            heap.stats(),
+            crate::GlobalKmallocStats {
+                kmallocs: 0,
+                fallbacks: 2 * round,
+                errors: 0
+            }
+        );
+    }
+}
