@@ -429,7 +429,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// [`SlabError::NoMemory`] when a new slab is needed and the page
     /// allocator refuses, [`SlabError::Destroyed`], and the debug reports
     /// [`SlabError::Poisoned`], [`SlabError::RedZone`] and [`SlabError::Corrupted`].
-    #[inline]
+    #[inline(always)]
     pub fn kmem_cache_alloc(&self, cache: &KmemCache, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
         self.check_owner(cache)?;
         self.cache_alloc(&cache.inner, gfp)
@@ -454,7 +454,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// freelist, as `SLAB_FREELIST_HARDENED` checks), [`SlabError::Destroyed`]:
     /// nothing changes. [`SlabError::RedZone`] reports an overrun found while
     /// freeing; the object is freed anyway, with its red zone restored.
-    #[inline]
+    #[inline(always)]
     pub fn kmem_cache_free(&self, cache: &KmemCache, obj: NonNull<u8>) -> Result<(), SlabError> {
         self.check_owner(cache)?;
         self.cache_free(&cache.inner, obj, None)
