@@ -1546,17 +1546,21 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         if cache.flags.contains(SlabFlags::POISON) {
             mem.fill(0, mem.len(), POISON_INUSE);
         }
-        for k in 0..objects {
-            let off = k * l.size + l.red_left_pad;
-            if cache.debug {
-                self.init_object(cache, &mem, off, false);
+        if cache.debug || cache.ctor.is_some() {
+            for k in 0..objects {
+                let off = k * l.size + l.red_left_pad;
+                if cache.debug {
+                    self.init_object(cache, &mem, off, false);
+                }
+                if let (Some(ctor), Some(p)) = (cache.ctor, mem.ptr(off)) {
+                    ctor(p);
+                }
             }
-            if let (Some(ctor), Some(p)) = (cache.ctor, mem.ptr(off)) {
-                ctor(p);
-            }
-            let next = if k + 1 < objects { off + l.size } else { NIL };
-            mem.write_word(off + l.offset, next);
         }
+        // The freelist, in address order; after the constructors, which may
+        // write anywhere in their objects (a free pointer inside the object
+        // is the allocator's until the object is handed out).
+        mem.write_chain(l.red_left_pad, l.size, objects, l.offset, NIL);
         meta.set_fc(l.red_left_pad, objects as u32, false);
         Ok(id)
     }

@@ -115,6 +115,59 @@ impl SlabMem {
         true
     }
 
+    /// Links `count` objects `stride` bytes apart, the first at offset
+    /// `first`, into a freelist (`new_slab`): the word `fp` bytes into each
+    /// object gets the next object's offset, and the last object's gets
+    /// `end`. Returns `false`, writing nothing, if any of the words would lie
+    /// outside the block. One bounds check covers every word, so the loop is
+    /// a store and an add per object.
+    pub(crate) fn write_chain(
+        &self,
+        first: usize,
+        stride: usize,
+        count: usize,
+        fp: usize,
+        end: usize,
+    ) -> bool {
+        let Some(last) = count.checked_sub(1) else {
+            return true;
+        };
+        let last_word = last
+            .checked_mul(stride)
+            .and_then(|o| o.checked_add(first))
+            .and_then(|o| o.checked_add(fp));
+        if !last_word.is_some_and(|w| self.check(w, size_of::<usize>())) {
+            return false;
+        }
+        let words_aligned = stride.is_multiple_of(align_of::<usize>())
+            && (self.base.as_ptr().addr().wrapping_add(first + fp))
+                .is_multiple_of(align_of::<usize>());
+        if !words_aligned {
+            // Not a layout the slab layer makes for caches without debug
+            // flags; word by word, unaligned-tolerant.
+            for k in 0..count {
+                let off = first + k * stride;
+                let next = if k < last { off + stride } else { end };
+                self.write_word(off + fp, next);
+            }
+            return true;
+        }
+        let mut off = first;
+        for _ in 0..last {
+            // SAFETY: `off + fp + 8 <= last_word + 8 <= len` (checked above,
+            // `off <= first + last * stride`), so the word is inside the held
+            // block (`new`'s contract), with its provenance, and aligned
+            // (`base + first + fp` and `stride` are multiples of a word).
+            unsafe { AtomicUsize::from_ptr(self.base.as_ptr().add(off + fp).cast()) }
+                .store(off + stride, Ordering::Relaxed);
+            off += stride;
+        }
+        // SAFETY: as in the loop; `off` is the last object's offset.
+        unsafe { AtomicUsize::from_ptr(self.base.as_ptr().add(off + fp).cast()) }
+            .store(end, Ordering::Relaxed);
+        true
+    }
+
     /// Fills `n` bytes from `off` with `byte`; `false` if out of bounds.
     #[inline]
     pub(crate) fn fill(&self, off: usize, n: usize, byte: u8) -> bool {

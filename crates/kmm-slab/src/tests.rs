@@ -514,3 +514,43 @@ fn a_cpu_beyond_the_machine_runs_on_cpu_0s_slots() {
     slab.check_invariants().unwrap();
     assert_eq!(free_pages(&za), free0);
 }
+
+#[test]
+#[expect(unsafe_code, reason = "a `SlabMem` over a test buffer")]
+fn write_chain_links_every_object_or_writes_nothing() {
+    use crate::raw::SlabMem;
+
+    let words = |buf: &[u64]| buf.iter().map(|&w| w as usize).collect::<Vec<_>>();
+    let mut buf = alloc::vec![0u64; 16];
+    let base = NonNull::new(buf.as_mut_ptr().cast::<u8>()).unwrap();
+    // SAFETY: the buffer's 128 bytes stay allocated and unused otherwise
+    // while `mem` is used, and `base` is derived from it.
+    let mem = unsafe { SlabMem::new(base, 128) };
+    // Cleared through `base`, so that no new borrow of the buffer invalidates it.
+    // SAFETY: the buffer's 128 bytes, written through the pointer `mem` uses.
+    let clear = || unsafe { base.as_ptr().write_bytes(0, 128) };
+    // Four 24-byte objects from offset 8, free pointer 16 bytes in.
+    assert!(mem.write_chain(8, 24, 4, 16, usize::MAX));
+    let mut want = alloc::vec![0; 16];
+    want[3] = 32; // object at 8, word at 24
+    want[6] = 56; // object at 32, word at 48
+    want[9] = 80; // object at 56, word at 72
+    want[12] = usize::MAX; // object at 80, word at 96: the end
+    assert_eq!(words(&buf), want);
+
+    // Five objects end at the last word; six would write one word past the
+    // block, so nothing is written.
+    clear();
+    assert!(mem.write_chain(8, 24, 5, 16, usize::MAX) && buf[15] as usize == usize::MAX);
+    clear();
+    assert!(!mem.write_chain(8, 24, 6, 16, usize::MAX));
+    assert!(!mem.write_chain(0, usize::MAX / 2, 3, 0, 0));
+    assert!(mem.write_chain(0, 8, 0, 0, 7));
+    assert_eq!(words(&buf), alloc::vec![0; 16]);
+
+    // Unaligned words (a stride that is not a multiple of 8) are linked too.
+    assert!(mem.write_chain(0, 12, 3, 4, 1));
+    let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let word_at = |off: usize| usize::from_ne_bytes(bytes[off..off + 8].try_into().unwrap());
+    assert_eq!((word_at(4), word_at(16), word_at(28)), (12, 24, 1));
+}
