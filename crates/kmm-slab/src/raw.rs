@@ -143,8 +143,9 @@ impl SlabMem {
             && (self.base.as_ptr().addr().wrapping_add(first + fp))
                 .is_multiple_of(align_of::<usize>());
         if !words_aligned {
-            // Not a layout the slab layer makes for caches without debug
-            // flags; word by word, unaligned-tolerant.
+            // Never a layout of the caches the fast paths serve (whole-word
+            // slots and free-pointer offset, a unit test checks); word by
+            // word, unaligned-tolerant.
             for k in 0..count {
                 let off = first + k * stride;
                 let next = if k < last { off + stride } else { end };
