@@ -232,12 +232,11 @@ impl GlobalKmalloc {
         booted.ok()
     }
 
-    /// The slab layer and the calling thread's CPU, binding the thread to
+    /// The machine and the calling thread's CPU, binding the thread to
     /// the next CPU (round-robin) on its first allocation.
     #[inline]
-    fn slab(&self) -> Option<(&Machine, &HostSlab, usize)> {
+    fn machine_and_cpu(&self) -> Option<(&Machine, usize)> {
         let machine = self.machine()?;
-        let slab = &*machine.slab;
         let cpu = match CPU.try_with(Cell::get) {
             Ok(0) => {
                 let cpu = Self::bind_thread(machine.cpus, self.next_cpu.fetch_add(1, Relaxed));
@@ -247,7 +246,7 @@ impl GlobalKmalloc {
             Ok(plus_one) => plus_one - 1,
             Err(_) => 0,
         };
-        Some((machine, slab, cpu))
+        Some((machine, cpu))
     }
 
     /// Binds the calling thread, the `n`th to allocate, to a CPU: CPU
@@ -278,7 +277,8 @@ impl GlobalKmalloc {
     fn try_kmalloc(&self, layout: Layout, zero: bool) -> Option<NonNull<u8>> {
         let size = Self::kmalloc_size(layout)?;
         guarded(|| {
-            let (machine, slab, cpu) = self.slab()?;
+            let (machine, cpu) = self.machine_and_cpu()?;
+            let slab = &machine.slab;
             let ptr = if zero {
                 slab.kzalloc(size, GFP_KERNEL)
             } else {
@@ -312,8 +312,8 @@ impl GlobalKmalloc {
         let size = Self::kmalloc_size(new_layout)?;
         let old = NonNull::new(ptr)?;
         guarded(|| {
-            let (_, slab, _) = self.slab()?;
-            let new = slab.krealloc(Some(old), size, GFP_KERNEL).ok()?;
+            let (machine, _) = self.machine_and_cpu()?;
+            let new = machine.slab.krealloc(Some(old), size, GFP_KERNEL).ok()?;
             // A new object is aligned by its size class or its page-aligned
             // block (see the type's docs); the old one was aligned for the
             // same alignment.
@@ -342,13 +342,13 @@ impl GlobalKmalloc {
         }
     }
 
-    /// Whether `ptr` lies in the machine's direct map (so kmalloc handed it
+    /// The machine, if `ptr` lies in its direct map (so kmalloc handed it
     /// out): a compare against the map's bounds, on every `dealloc`.
     #[inline]
-    fn is_kmm(&self, ptr: *mut u8) -> bool {
+    fn owner_of(&self, ptr: *mut u8) -> Option<&Machine> {
         self.machine
             .get()
-            .is_some_and(|m| m.direct_map.contains(&ptr.addr()))
+            .filter(|m| m.direct_map.contains(&ptr.addr()))
     }
 }
 
@@ -372,9 +372,7 @@ unsafe impl GlobalAlloc for GlobalKmalloc {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if let Some(machine) = self.machine.get()
-            && machine.direct_map.contains(&ptr.addr())
-        {
+        if let Some(machine) = self.owner_of(ptr) {
             let freed = guarded(|| machine.slab.kfree(NonNull::new(ptr)).ok()).flatten();
             if freed.is_none() {
                 // A `kfree` refused (or re-entered): leak the object rather
@@ -392,7 +390,7 @@ unsafe impl GlobalAlloc for GlobalKmalloc {
         // SAFETY: the caller promises `new_size` rounded to the alignment does
         // not overflow `isize`, and the alignment is a power of two.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        if self.is_kmm(ptr)
+        if self.owner_of(ptr).is_some()
             && let Some(p) = self.try_krealloc(ptr, new_layout)
         {
             return p.as_ptr();
