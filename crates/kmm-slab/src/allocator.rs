@@ -20,7 +20,7 @@ use crate::cache::{Cache, CpuSlot, Lookup, NO_SLAB, SLAB_ID_BITS, SlabMeta, Slot
 use crate::layout::{
     ARCH_SLAB_MINALIGN, DMA_KMALLOC_NAMES, KMALLOC_CLASSES, KMALLOC_CREATE_ORDER,
     KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_NAMES, calculate_alignment, calculate_sizes,
-    kmalloc_index, kmalloc_size, min_partial,
+    kmalloc_class, kmalloc_index, kmalloc_size, min_partial,
 };
 use crate::table::Table;
 use crate::{SlabError, SlabFlags};
@@ -270,7 +270,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         sa.kcpu = sa
             .early
             .iter()
-            .flat_map(|c| (0..sa.nr_slots).map(|_| CachePadded::new(CpuSlot::new(c.layout.offset))))
+            .flat_map(|c| (0..sa.nr_slots).map(|_| CachePadded::new(CpuSlot::new(&c.layout))))
             .collect();
         Ok(sa)
     }
@@ -520,13 +520,13 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// The kmalloc cache for `size` (`kmalloc_slab`), with this CPU's slot of it.
     #[inline(always)]
     fn kmalloc_slab(&self, size: usize, gfp: Gfp) -> Option<(&Cache, SlotAt<'_>)> {
-        let i = kmalloc_index(size)?;
+        let k = kmalloc_class(size)?;
         let dma = if gfp.contains(Gfp::DMA) {
             KMALLOC_CLASSES
         } else {
             0
         };
-        self.early_at(i.checked_sub(1)? + dma)
+        self.early_at(k + dma)
     }
 
     /// Allocates `size` bytes (`kmalloc`, `include/linux/slab.h`): from the
@@ -669,9 +669,12 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// [`SlabAllocator::kmem_cache_free`] reports.
     #[inline(always)]
     pub fn kfree(&self, ptr: Option<NonNull<u8>>) -> Result<(), SlabError> {
-        let Some(p) = ptr.filter(|&p| !zero_or_null(p)) else {
+        let Some(p) = ptr else {
             return Ok(());
         };
+        if zero_or_null(p) {
+            return Ok(());
+        }
         let addr = p.as_ptr().addr();
         match self.lookup(addr)? {
             Lookup::Large { pfn, order } => self.free_large(addr, pfn, order),

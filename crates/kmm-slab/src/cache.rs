@@ -51,7 +51,12 @@ use crate::raw::{self, SlabMem};
 use crate::{SlabError, SlabFlags};
 
 /// "No object" in a freelist.
-pub(crate) const NIL: usize = usize::MAX;
+/// The end of a freelist, in the free pointer of its last object and in
+/// every freelist head (`u32::MAX`, far above any object offset: a slab is
+/// at most 4 MiB). Not `usize::MAX`: one value for the packed 32-bit heads
+/// and the free-pointer words lets the fast paths store and load heads as
+/// they are, with no conversion.
+pub(crate) const NIL: usize = u32::MAX as usize;
 /// "No slab" in a slab id field and in list links.
 pub(crate) const NO_SLAB: u32 = u32::MAX;
 
@@ -170,17 +175,35 @@ fn unpack(ft: u64) -> (u32, u32) {
     (ft as u32, (ft >> 32) as u32)
 }
 
-/// A freelist offset as it sits in the packed word (offsets of a slab stay
-/// far below `F_CLOSED`: a slab is at most 4 MiB).
+/// A freelist offset (or [`NIL`]) as it sits in a packed word: the same
+/// value (offsets of a slab stay far below `F_CLOSED`: a slab is at most
+/// 4 MiB).
 #[inline]
 fn head32(off: usize) -> u32 {
-    if off == NIL { F_NIL } else { off as u32 }
+    debug_assert!(off <= NIL && off != F_CLOSED as usize);
+    off as u32
 }
 
-/// A packed head as a freelist offset.
+/// A packed head (never `F_CLOSED`) as a freelist offset: the same value,
+/// [`F_NIL`] being [`NIL`].
 #[inline]
 fn head_off(head: u32) -> usize {
-    if head >= F_CLOSED { NIL } else { head as usize }
+    debug_assert!(head != F_CLOSED);
+    head as usize
+}
+
+/// `pack(head32(new), tid + 1)` for `ft == pack(head, tid)`: the head
+/// replaced and the transaction id bumped in three additions, where
+/// unpacking and packing again takes masks and shifts. `new` is an object
+/// offset or [`NIL`], so it fits the low half, which holds exactly `head`:
+/// nothing borrows from or carries into the id but the `1 << 32`, whose
+/// carry out of the top is the id's wrap.
+#[inline(always)]
+fn bump(ft: u64, head: u32, new: usize) -> u64 {
+    debug_assert!(ft as u32 == head && new <= NIL);
+    ft.wrapping_sub(u64::from(head))
+        .wrapping_add(new as u64)
+        .wrapping_add(1 << 32)
 }
 
 /// A CPU's slab (`struct kmem_cache_cpu`), read and changed without a lock.
@@ -222,11 +245,16 @@ pub(crate) struct CpuSlot {
     /// read: a `kfree` that reached the slot through the frame need not
     /// load the cache before it stores the free pointer.
     offset: usize,
+    /// The cache's slot size (`s->size`) and its reciprocal, constants
+    /// kept here for the same reason: the free fast paths' object-start
+    /// test needs nothing from the cache.
+    size: usize,
+    recip: Reciprocal,
 }
 
 impl CpuSlot {
-    /// An empty slot of a cache whose free pointer is at `offset`.
-    pub(crate) fn new(offset: usize) -> CpuSlot {
+    /// An empty slot of a cache whose objects are laid out as `layout`.
+    pub(crate) fn new(layout: &ObjectLayout) -> CpuSlot {
         CpuSlot {
             ft: AtomicU64::new(pack(F_NIL, 0)),
             busy: AtomicU32::new(0),
@@ -234,8 +262,18 @@ impl CpuSlot {
             last: AtomicUsize::new(0),
             len: AtomicUsize::new(0),
             slab: AtomicU32::new(NO_SLAB),
-            offset,
+            offset: layout.offset,
+            size: layout.size,
+            recip: Reciprocal::new(layout.size),
         }
+    }
+
+    /// Whether `off` is a multiple of the slot size: an object start, for
+    /// the free fast paths, whose caches have no left red zone (they have
+    /// no debug flags) and whose caller checked `off <= last`.
+    #[inline(always)]
+    fn is_slot_start(&self, off: usize) -> bool {
+        self.recip.div(off) * self.size == off
     }
 
     /// Closes the slot and returns its state to the caller alone until the
@@ -503,7 +541,7 @@ impl Cache {
             early,
             // An early cache's slots are the allocator's.
             cpu: (0..if early == 0 { nr_cpus.max(1) } else { 0 })
-                .map(|_| CachePadded::new(CpuSlot::new(layout.offset)))
+                .map(|_| CachePadded::new(CpuSlot::new(&layout)))
                 .collect(),
             node: Mutex::new(Node {
                 head: NO_SLAB,
@@ -528,15 +566,6 @@ impl Cache {
             return false;
         }
         self.is_stride(off - self.layout.red_left_pad)
-    }
-
-    /// [`Cache::is_object_start`] for the fast paths, whose caller checked
-    /// `off <= last`: only caches without debug flags take them, so there is
-    /// no left red zone and objects start at multiples of the slot size.
-    #[inline(always)]
-    fn is_slot_start(&self, off: usize) -> bool {
-        debug_assert!(!self.debug && self.layout.red_left_pad == 0);
-        self.is_stride(off)
     }
 
     /// Whether `rel` is a multiple of the slot size.
@@ -829,7 +858,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             }
             // The snapshot is consistent, so the verdict is about the slab
             // this CPU held at that moment.
-            if !cache.is_slot_start(off) || off == head as usize {
+            if !slot.is_slot_start(off) || off == head as usize {
                 return Err(cold::bad_cpu_free(cache, addr, off, last));
             }
             // SAFETY: `base + off` is an object start of a slab of this cache
@@ -869,14 +898,14 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     ) -> Result<(), SlabError> {
         let addr = obj.as_ptr().addr();
         let (ft, base, last) = slot.enter();
-        let (head, tid) = unpack(ft);
+        let (head, _) = unpack(ft);
         let off = addr.wrapping_sub(base.addr());
         // As in `shared_free`, a slot without a slab fails `off <= last`.
         if head == F_CLOSED || off > last {
             slot.leave();
             return self.free_slow(cache, obj, slab);
         }
-        if !cache.is_slot_start(off) || off == head as usize {
+        if !slot.is_slot_start(off) || off == head as usize {
             slot.leave();
             return Err(cold::bad_cpu_free(cache, addr, off, last));
         }
@@ -884,8 +913,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         // given back by the caller, with an aligned free pointer inside the
         // direct map.
         unsafe { raw::store_free_word(base, off + slot.offset, head_off(head)) };
-        slot.ft
-            .store(pack(off as u32, tid.wrapping_add(1)), Release);
+        slot.ft.store(bump(ft, head, off), Release);
         slot.leave();
         Ok(())
     }
@@ -1216,8 +1244,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             slot.leave();
             return Err(cold::corrupted(cache, base.addr().wrapping_add(off)));
         }
-        slot.ft
-            .store(pack(head32(next), tid.wrapping_add(1)), Release);
+        slot.ft.store(bump(ft, head, next), Release);
         slot.leave();
         self.handed(cache, base.wrapping_add(off), gfp)
     }

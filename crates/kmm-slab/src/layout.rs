@@ -241,6 +241,34 @@ pub const fn kmalloc_index(size: usize) -> Option<usize> {
     Some(fls(size - 1) as usize)
 }
 
+/// [`SIZE_INDEX`] less one: the position among the kmalloc caches.
+const SIZE_CLASS: [u8; 24] = {
+    let mut t = [0; 24];
+    let mut i = 0;
+    while i < 24 {
+        t[i] = SIZE_INDEX[i] - 1;
+        i += 1;
+    }
+    t
+};
+
+/// `kmalloc_index(size) - 1`, the position of the cache for `size` bytes
+/// among the kmalloc caches (kmalloc-96 first, then kmalloc-192, then
+/// kmalloc-8 up); `None` for 0 bytes and above `KMALLOC_MAX_CACHE_SIZE`.
+/// kmalloc's own lookup: one range test covers both ends, and the table
+/// holds the position itself.
+#[inline(always)]
+pub(crate) const fn kmalloc_class(size: usize) -> Option<usize> {
+    let s = size.wrapping_sub(1);
+    if s >= KMALLOC_MAX_CACHE_SIZE {
+        return None;
+    }
+    if s < 192 {
+        return Some(SIZE_CLASS[s / 8] as usize);
+    }
+    Some(fls(s) as usize - 1)
+}
+
 /// The object size of kmalloc cache `index` (`kmalloc_info[index].size`).
 pub const fn kmalloc_size(index: usize) -> usize {
     match index {

@@ -14,8 +14,9 @@ use kmm_page::{PAGE_SIZE, PageAllocator, Pfn, PhysMemory};
 use kmm_percpu::{CpuContext, FixedCpu};
 
 use crate::layout::{
-    Reciprocal, calculate_alignment, calculate_order, calculate_sizes, kmalloc_index,
-    kmalloc_size_for_align, kmalloc_size_roundup, min_objects_for, min_partial,
+    KMALLOC_MAX_CACHE_SIZE, Reciprocal, calculate_alignment, calculate_order, calculate_sizes,
+    kmalloc_class, kmalloc_index, kmalloc_size_for_align, kmalloc_size_roundup, min_objects_for,
+    min_partial,
 };
 use crate::{SlabAllocator, SlabError, SlabFlags};
 
@@ -75,6 +76,20 @@ fn kmalloc_index_matches_the_kernel_table() {
         assert_eq!(kmalloc_index(size), Some(idx), "size {size}");
     }
     assert_eq!(kmalloc_index(8193), None);
+}
+
+#[test]
+fn kmalloc_class_is_the_kernel_index_less_one() {
+    for size in 1..=KMALLOC_MAX_CACHE_SIZE {
+        assert_eq!(
+            kmalloc_class(size),
+            kmalloc_index(size).map(|i| i - 1),
+            "size {size}"
+        );
+    }
+    for size in [0, KMALLOC_MAX_CACHE_SIZE + 1, usize::MAX] {
+        assert_eq!(kmalloc_class(size), None, "size {size}");
+    }
 }
 
 #[test]

@@ -204,10 +204,11 @@ pub struct ZonedAllocator<B: BuddyBackend> {
     linear: Option<usize>,
     /// The lowmem frame ranges, largest first, for `virt_to_page`.
     lowmem_ranges: Box<[FrameRange]>,
-    /// `virt_to_page`'s fast path: the largest lowmem range (where nearly
-    /// every slab page lies) and the direct map's base, or an empty range
-    /// when the memory has no linear direct map.
-    main: FrameRange,
+    /// `virt_to_page`'s fast path: the largest lowmem range that is all of
+    /// its zone's map (where nearly every slab page lies), or an empty
+    /// range when the memory has no linear direct map or no zone map is a
+    /// single lowmem range.
+    main: MainRange,
     linear_base: usize,
     /// Internal operations that a backend refused (should stay 0; reported
     /// by `check_invariants`).
@@ -233,6 +234,24 @@ struct FrameRange {
     start: usize,
     len: usize,
     base: usize,
+    frames: Arc<[PageFrame]>,
+}
+
+impl FrameRange {
+    /// Whether the range is all of its zone map's frames, in order: frame
+    /// `start + i` is entry `i` of `frames`, for every entry.
+    fn is_whole_map(&self) -> bool {
+        self.base == 0 && self.len == self.frames.len()
+    }
+}
+
+/// The range of `virt_to_page`'s fast path: frames `start..start +
+/// frames.len()` are `frames`, all of a zone map (see
+/// [`FrameRange::is_whole_map`]), so the array's own bounds test is the
+/// range test.
+#[derive(Clone, Debug)]
+struct MainRange {
+    start: usize,
     frames: Arc<[PageFrame]>,
 }
 
@@ -425,12 +444,15 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
         };
         let linear = phys.linear_map_base();
         let lowmem_ranges = lowmem_ranges::<B>(&zones, layout.lowmem_end());
-        let main = match (linear, lowmem_ranges.first()) {
-            (Some(_), Some(r)) => r.clone(),
-            _ => FrameRange {
+        // The largest range that is its zone map's whole array, so that one
+        // bounds test of the array is `virt_to_page`'s whole range test.
+        let main = match linear.and(lowmem_ranges.iter().find(|r| r.is_whole_map())) {
+            Some(r) => MainRange {
+                start: r.start,
+                frames: r.frames.clone(),
+            },
+            None => MainRange {
                 start: 0,
-                len: 0,
-                base: 0,
                 frames: Arc::from(Vec::new()),
             },
         };
@@ -1249,8 +1271,9 @@ impl<B: BuddyBackend> PageAllocator for ZonedAllocator<B> {
     }
 
     /// With a linear direct map this is `__pa` arithmetic and, for the
-    /// largest lowmem range (where nearly every page the slab layer holds
-    /// lies), one range test, with no call into the memory: what `kfree`
+    /// largest lowmem range that is a whole zone map (where nearly every
+    /// page the slab layer holds lies), one bounds test, with no call into
+    /// the memory: what `kfree`
     /// pays on every call, so always inlined (a caller that names
     /// `ZonedAllocator` gets it without a call). Other addresses take
     /// `virt_to_page_rest`.
@@ -1260,9 +1283,8 @@ impl<B: BuddyBackend> PageAllocator for ZonedAllocator<B> {
         // beyond any range; without a linear map `main` is empty.
         let pfn = addr.wrapping_sub(self.linear_base) / PAGE_SIZE;
         let m = &self.main;
-        let i = pfn.wrapping_sub(m.start);
-        if i < m.len {
-            return Some((Pfn(pfn), m.frames.get(m.base + i)?));
+        if let Some(frame) = m.frames.get(pfn.wrapping_sub(m.start)) {
+            return Some((Pfn(pfn), frame));
         }
         self.virt_to_page_rest(addr)
     }
