@@ -369,14 +369,20 @@ unsafe impl CpuContext for HostCpus {
     /// a search of the thread's bindings otherwise.
     #[inline(always)]
     fn current_cpu_exclusive(&self) -> (usize, bool) {
-        let (key, cpu, exclusive) = LAST_CPU.with(Cell::get);
-        if key == self.machine {
-            return (cpu, exclusive != 0);
+        if let Some(answer) = self.current_cpu_quick() {
+            return answer;
         }
-        if key == 0 {
+        if LAST_CPU.with(Cell::get).0 == 0 {
             return (0, false);
         }
         self.current_cpu_searched()
+    }
+
+    /// The thread-local mirror's answer when it mirrors this machine.
+    #[inline(always)]
+    fn current_cpu_quick(&self) -> Option<(usize, bool)> {
+        let (key, cpu, exclusive) = LAST_CPU.with(Cell::get);
+        (key == self.machine).then_some((cpu, exclusive != 0))
     }
 
     /// A full fence, and `membarrier` while any CPU is held exclusively, so

@@ -68,6 +68,17 @@ pub unsafe trait CpuContext: Send + Sync {
         (self.current_cpu(), false)
     }
 
+    /// [`current_cpu_exclusive`](CpuContext::current_cpu_exclusive) when
+    /// the context can answer at once (a thread-local read, say), `None`
+    /// when answering takes more (a search); the default always answers.
+    /// The slab fast paths ask this first and branch on the answer as it
+    /// is, leaving the other case to an out-of-line copy of themselves, so
+    /// that the common case pays for no merge of the two ways of knowing.
+    #[inline]
+    fn current_cpu_quick(&self) -> Option<(usize, bool)> {
+        Some(self.current_cpu_exclusive())
+    }
+
     /// A full memory fence in the caller that also acts as one in every
     /// thread holding a CPU exclusively, at some point of that thread's
     /// execution between this call's start and end (`membarrier`, or an

@@ -16,7 +16,7 @@ use kmm_page::{PAGE_SIZE, PageAllocator, PageFlags, PageType, Pfn, get_order};
 use kmm_percpu::CpuContext;
 use spin::{Mutex, Once};
 
-use crate::cache::{Cache, CpuSlot, Lookup, NO_SLAB, SLAB_ID_BITS, SlabMeta, SlotAt};
+use crate::cache::{Cache, CpuSlot, Lookup, NO_SLAB, SLAB_ID_BITS, SlabMeta};
 use crate::layout::{
     ARCH_SLAB_MINALIGN, DMA_KMALLOC_NAMES, KMALLOC_CLASSES, KMALLOC_CREATE_ORDER,
     KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_NAMES, calculate_alignment, calculate_sizes,
@@ -517,16 +517,41 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         Ok(())
     }
 
-    /// The kmalloc cache for `size` (`kmalloc_slab`), with this CPU's slot of it.
+    /// The position among the kmalloc caches of the cache for `size` bytes
+    /// (`kmalloc_slab`): the `dma-kmalloc` one with `GFP_DMA`; `None` for a
+    /// large kmalloc.
     #[inline(always)]
-    fn kmalloc_slab(&self, size: usize, gfp: Gfp) -> Option<(&Cache, SlotAt<'_>)> {
+    fn kmalloc_slab(size: usize, gfp: Gfp) -> Option<usize> {
         let k = kmalloc_class(size)?;
         let dma = if gfp.contains(Gfp::DMA) {
             KMALLOC_CLASSES
         } else {
             0
         };
-        self.early_at(k + dma)
+        Some(k + dma)
+    }
+
+    /// `kmalloc` from the kmalloc cache at position `k`, on the CPU `on`
+    /// (its number and whether the caller holds it exclusively).
+    #[inline(always)]
+    fn kmalloc_at(
+        &self,
+        k: usize,
+        on: (usize, bool),
+        size: usize,
+        gfp: Gfp,
+    ) -> Result<NonNull<u8>, SlabError> {
+        match self.early_at(k, on) {
+            Some((cache, at)) => self.cache_alloc_at(cache, at, gfp),
+            None => self.kmalloc_large(size, gfp),
+        }
+    }
+
+    /// [`SlabAllocator::kmalloc_at`] when the CPU context has no quick
+    /// answer ([`CpuContext::current_cpu_quick`]).
+    #[inline(never)]
+    fn kmalloc_searched(&self, k: usize, size: usize, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+        self.kmalloc_at(k, self.cpus.current_cpu_exclusive(), size, gfp)
     }
 
     /// Allocates `size` bytes (`kmalloc`, `include/linux/slab.h`): from the
@@ -542,12 +567,15 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     #[inline(always)]
     pub fn kmalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
         let gfp = gfp - (Gfp::HIGHMEM | Gfp::DMA32);
-        if size == 0 {
-            return Ok(ZERO_SIZE_PTR);
-        }
-        match self.kmalloc_slab(size, gfp) {
-            Some((cache, at)) => self.cache_alloc_at(cache, at, gfp),
-            None => self.kmalloc_large(size, gfp),
+        let Some(k) = Self::kmalloc_slab(size, gfp) else {
+            if size == 0 {
+                return Ok(ZERO_SIZE_PTR);
+            }
+            return self.kmalloc_large(size, gfp);
+        };
+        match self.cpus.current_cpu_quick() {
+            Some(on) => self.kmalloc_at(k, on, size, gfp),
+            None => self.kmalloc_searched(k, size, gfp),
         }
     }
 
@@ -678,22 +706,44 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         let addr = p.as_ptr().addr();
         match self.lookup(addr)? {
             Lookup::Large { pfn, order } => self.free_large(addr, pfn, order),
-            Lookup::Slab { id, early } => {
-                // A kmalloc cache and its CPU slots straight from the frame;
-                // others through the slab's descriptor.
-                if let Some((cache, at)) = self.early_at((early as usize).wrapping_sub(1)) {
-                    return self.cache_free_at(cache, at, p, Some(id));
-                }
-                let cache = self
-                    .meta(id)
-                    .and_then(|meta| meta.cache.load(Relaxed).checked_sub(1))
-                    .and_then(|c| self.cache_by_id(c));
-                match cache {
-                    Some(cache) => self.cache_free(cache, p, Some(id)),
-                    None => Err(SlabError::ForeignPointer { addr }),
-                }
-            }
+            Lookup::Slab { id, early } => match self.cpus.current_cpu_quick() {
+                Some(on) => self.kfree_slab(p, id, early, on),
+                None => self.kfree_slab_searched(p, id, early),
+            },
         }
+    }
+
+    /// `kfree` of `p`, in slab `id` of the cache the frame names (`early`,
+    /// see [`Lookup::Slab`]), on the CPU `on`: a kmalloc cache and its CPU
+    /// slots straight from the frame; others through the slab's descriptor.
+    #[inline(always)]
+    fn kfree_slab(
+        &self,
+        p: NonNull<u8>,
+        id: u32,
+        early: u32,
+        on: (usize, bool),
+    ) -> Result<(), SlabError> {
+        if let Some((cache, at)) = self.early_at((early as usize).wrapping_sub(1), on) {
+            return self.cache_free_at(cache, at, p, Some(id));
+        }
+        let cache = self
+            .meta(id)
+            .and_then(|meta| meta.cache.load(Relaxed).checked_sub(1))
+            .and_then(|c| self.cache_by_id(c));
+        match cache {
+            Some(cache) => self.cache_free_at(&**cache, self.this_cpu(cache, on), p, Some(id)),
+            None => Err(SlabError::ForeignPointer {
+                addr: p.as_ptr().addr(),
+            }),
+        }
+    }
+
+    /// [`SlabAllocator::kfree_slab`] when the CPU context has no quick
+    /// answer ([`CpuContext::current_cpu_quick`]).
+    #[inline(never)]
+    fn kfree_slab_searched(&self, p: NonNull<u8>, id: u32, early: u32) -> Result<(), SlabError> {
+        self.kfree_slab(p, id, early, self.cpus.current_cpu_exclusive())
     }
 
     /// The usable size of an allocation (`ksize`, `__ksize` in `mm/slab_common.c`):

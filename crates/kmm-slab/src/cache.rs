@@ -157,8 +157,11 @@ fn fc_unpack(fc: u64) -> (usize, u32, bool) {
 }
 
 /// The free-list word of a [`CpuSlot`] when the slot is closed: a slow path
-/// or a flush owns the CPU slab until it publishes again.
-const F_CLOSED: u32 = u32::MAX - 1;
+/// or a flush owns the CPU slab until it publishes again. Far above any
+/// object offset (a slab is at most 4 MiB), and below `i32::MAX`, so that
+/// the free fast paths test for it with an immediate operand.
+const F_CLOSED: u32 = i32::MAX as u32 - 1;
+const _: () = assert!(F_CLOSED as usize > PAGE_SIZE << kmm_page::MAX_PAGE_ORDER);
 /// "No object" in the packed free-list word.
 const F_NIL: u32 = u32::MAX;
 
@@ -602,6 +605,34 @@ pub(crate) enum Lookup {
 pub(crate) const SLAB_ID_BITS: u32 = 21;
 pub(crate) const SLAB_ID_MASK: u32 = (1 << SLAB_ID_BITS) - 1;
 
+/// A cache as the fast paths take it: at hand (`&Cache`), or a kmalloc
+/// cache named by its place in `SlabAllocator::early` ([`Early`]) and
+/// loaded only where a slow path or a report needs it, so that a kmalloc
+/// fast path reads nothing of its cache (its CPU slot has what it needs).
+pub(crate) trait CacheRef<'c>: Copy {
+    /// The cache.
+    fn get(self) -> &'c Cache;
+}
+
+impl<'c> CacheRef<'c> for &'c Cache {
+    #[inline(always)]
+    fn get(self) -> &'c Cache {
+        self
+    }
+}
+
+/// A kmalloc cache by reference to its entry of `SlabAllocator::early`
+/// ([`SlabAllocator::early_at`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Early<'c>(&'c Arc<Cache>);
+
+impl<'c> CacheRef<'c> for Early<'c> {
+    #[inline(always)]
+    fn get(self) -> &'c Cache {
+        self.0
+    }
+}
+
 /// A CPU slot of a cache, the CPU's number, and whether the caller holds
 /// the CPU exclusively ([`SlabAllocator::this_cpu`]).
 pub(crate) type SlotAt<'a> = (&'a CachePadded<CpuSlot>, usize, bool);
@@ -634,9 +665,12 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// [`SlabAllocator::kcpu`] rather than through the cache; `None` if
     /// there is no such cache.
     #[inline(always)]
-    pub(crate) fn early_at(&self, k: usize) -> Option<(&Cache, SlotAt<'_>)> {
-        let cache = self.early.get(k)?;
-        let (cpu, exclusive) = self.cpus.current_cpu_exclusive();
+    pub(crate) fn early_at(
+        &self,
+        k: usize,
+        (cpu, exclusive): (usize, bool),
+    ) -> Option<(Early<'_>, SlotAt<'_>)> {
+        let cache = Early(self.early.get(k)?);
         let n = self.nr_slots;
         let at = if cpu < n {
             (self.kcpu.get(k * n + cpu)?, cpu, exclusive)
@@ -650,8 +684,11 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// context reports a CPU beyond the machine). The third value says
     /// whether the caller holds the CPU exclusively.
     #[inline(always)]
-    fn this_cpu<'c>(&'c self, cache: &'c Cache) -> SlotAt<'c> {
-        let (cpu, exclusive) = self.cpus.current_cpu_exclusive();
+    pub(crate) fn this_cpu<'c>(
+        &'c self,
+        cache: &'c Cache,
+        (cpu, exclusive): (usize, bool),
+    ) -> SlotAt<'c> {
         match cache.cpu.get(cpu) {
             Some(slot) => (slot, cpu, exclusive),
             None => {
@@ -805,16 +842,32 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         obj: NonNull<u8>,
         slab: Option<u32>,
     ) -> Result<(), SlabError> {
-        self.cache_free_at(cache, self.this_cpu(cache), obj, slab)
+        match self.cpus.current_cpu_quick() {
+            Some(on) => self.cache_free_at(cache, self.this_cpu(cache, on), obj, slab),
+            None => self.cache_free_searched(cache, obj, slab),
+        }
+    }
+
+    /// [`SlabAllocator::cache_free`] when the CPU context has no quick
+    /// answer ([`CpuContext::current_cpu_quick`]).
+    #[inline(never)]
+    fn cache_free_searched(
+        &self,
+        cache: &Cache,
+        obj: NonNull<u8>,
+        slab: Option<u32>,
+    ) -> Result<(), SlabError> {
+        let on = self.cpus.current_cpu_exclusive();
+        self.cache_free_at(cache, self.this_cpu(cache, on), obj, slab)
     }
 
     /// [`SlabAllocator::cache_free`] with this CPU's slot of the cache at
     /// hand, as [`SlabAllocator::this_cpu`] returns it (`kfree` finds a
     /// kmalloc cache's slot from the frame).
     #[inline(always)]
-    pub(crate) fn cache_free_at(
-        &self,
-        cache: &Cache,
+    pub(crate) fn cache_free_at<'c>(
+        &'c self,
+        cache: impl CacheRef<'c>,
         (slot, _, exclusive): SlotAt<'_>,
         obj: NonNull<u8>,
         slab: Option<u32>,
@@ -835,9 +888,9 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         reason = "the fast path writes the free pointer of a freed object"
     )]
     #[inline]
-    fn shared_free(
-        &self,
-        cache: &Cache,
+    fn shared_free<'c>(
+        &'c self,
+        cache: impl CacheRef<'c>,
         slot: &CpuSlot,
         obj: NonNull<u8>,
         slab: Option<u32>,
@@ -859,7 +912,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             // The snapshot is consistent, so the verdict is about the slab
             // this CPU held at that moment.
             if !slot.is_slot_start(off) || off == head as usize {
-                return Err(cold::bad_cpu_free(cache, addr, off, last));
+                return Err(cold::bad_cpu_free(cache.get(), addr, off, last));
             }
             // SAFETY: `base + off` is an object start of a slab of this cache
             // (`off <= last`), and the object is the caller's, given back:
@@ -879,7 +932,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
                 return Ok(());
             }
         }
-        self.free_slow(cache, obj, slab)
+        self.free_slow(cache.get(), obj, slab)
     }
 
     /// [`SlabAllocator::cache_free`] for the CPU's exclusive owner: the same
@@ -889,9 +942,9 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         reason = "the fast path writes the free pointer of a freed object"
     )]
     #[inline(always)]
-    fn owner_free(
-        &self,
-        cache: &Cache,
+    fn owner_free<'c>(
+        &'c self,
+        cache: impl CacheRef<'c>,
         slot: &CpuSlot,
         obj: NonNull<u8>,
         slab: Option<u32>,
@@ -903,11 +956,11 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         // As in `shared_free`, a slot without a slab fails `off <= last`.
         if head == F_CLOSED || off > last {
             slot.leave();
-            return self.free_slow(cache, obj, slab);
+            return self.free_slow(cache.get(), obj, slab);
         }
         if !slot.is_slot_start(off) || off == head as usize {
             slot.leave();
-            return Err(cold::bad_cpu_free(cache, addr, off, last));
+            return Err(cold::bad_cpu_free(cache.get(), addr, off, last));
         }
         // SAFETY: as in `shared_free`: an object start of this CPU's slab,
         // given back by the caller, with an aligned free pointer inside the
@@ -1136,15 +1189,26 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// Allocates an object of `cache` (`slab_alloc_node`).
     #[inline(always)]
     pub(crate) fn cache_alloc(&self, cache: &Cache, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
-        self.cache_alloc_at(cache, self.this_cpu(cache), gfp)
+        match self.cpus.current_cpu_quick() {
+            Some(on) => self.cache_alloc_at(cache, self.this_cpu(cache, on), gfp),
+            None => self.cache_alloc_searched(cache, gfp),
+        }
+    }
+
+    /// [`SlabAllocator::cache_alloc`] when the CPU context has no quick
+    /// answer ([`CpuContext::current_cpu_quick`]).
+    #[inline(never)]
+    fn cache_alloc_searched(&self, cache: &Cache, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+        let on = self.cpus.current_cpu_exclusive();
+        self.cache_alloc_at(cache, self.this_cpu(cache, on), gfp)
     }
 
     /// [`SlabAllocator::cache_alloc`] with this CPU's slot of the cache at
     /// hand, as [`SlabAllocator::this_cpu`] returns it.
     #[inline(always)]
-    pub(crate) fn cache_alloc_at(
-        &self,
-        cache: &Cache,
+    pub(crate) fn cache_alloc_at<'c>(
+        &'c self,
+        cache: impl CacheRef<'c>,
         (slot, cpu, exclusive): SlotAt<'_>,
         gfp: Gfp,
     ) -> Result<NonNull<u8>, SlabError> {
@@ -1164,9 +1228,9 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         reason = "the fast path reads a free pointer without holding the slab"
     )]
     #[inline]
-    fn shared_alloc(
-        &self,
-        cache: &Cache,
+    fn shared_alloc<'c>(
+        &'c self,
+        cache: impl CacheRef<'c>,
         slot: &CpuSlot,
         cpu: usize,
         gfp: Gfp,
@@ -1182,7 +1246,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             // One test covers a closed slot, an empty freelist and a slot
             // without a slab (see `CpuSlot`).
             if off > last {
-                return self.alloc_slow(cache, slot, cpu, gfp);
+                return self.alloc_slow(cache.get(), slot, cpu, gfp);
             }
             // SAFETY: `base + off` was the first free object of this CPU's
             // slab at the snapshot; see `raw::load_free_word` for the race
@@ -1197,7 +1261,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
                     .compare_exchange(ft, pack(F_NIL, tid.wrapping_add(1)), AcqRel, Relaxed)
                     .is_ok()
                 {
-                    return Err(cold::corrupted(cache, base.addr().wrapping_add(off)));
+                    return Err(cold::corrupted(cache.get(), base.addr().wrapping_add(off)));
                 }
                 continue;
             }
@@ -1219,9 +1283,9 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         reason = "the fast path reads the free pointer of a free object"
     )]
     #[inline(always)]
-    fn owner_alloc(
-        &self,
-        cache: &Cache,
+    fn owner_alloc<'c>(
+        &'c self,
+        cache: impl CacheRef<'c>,
         slot: &CpuSlot,
         cpu: usize,
         gfp: Gfp,
@@ -1232,7 +1296,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         // As in `shared_alloc`, one test covers every reason to go slow.
         if off > last {
             slot.leave();
-            return self.alloc_slow(cache, slot, cpu, gfp);
+            return self.alloc_slow(cache.get(), slot, cpu, gfp);
         }
         // SAFETY: `base + off` is the first free object of this CPU's slab,
         // which only this thread pops while the slot is open; the word is
@@ -1242,7 +1306,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             // The free pointer was overwritten: drop the rest of the list.
             slot.ft.store(pack(F_NIL, tid.wrapping_add(1)), Release);
             slot.leave();
-            return Err(cold::corrupted(cache, base.addr().wrapping_add(off)));
+            return Err(cold::corrupted(cache.get(), base.addr().wrapping_add(off)));
         }
         slot.ft.store(bump(ft, head, next), Release);
         slot.leave();
@@ -1253,10 +1317,15 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// case, through [`SlabAllocator::hand_out`] (out of line) when it must
     /// be zeroed or is null.
     #[inline(always)]
-    fn handed(&self, cache: &Cache, obj: *mut u8, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+    fn handed<'c>(
+        &'c self,
+        cache: impl CacheRef<'c>,
+        obj: *mut u8,
+        gfp: Gfp,
+    ) -> Result<NonNull<u8>, SlabError> {
         match NonNull::new(obj) {
             Some(obj) if !gfp.contains(Gfp::ZERO) => Ok(obj),
-            _ => self.hand_out(cache, obj, gfp),
+            _ => self.hand_out(cache.get(), obj, gfp),
         }
     }
 

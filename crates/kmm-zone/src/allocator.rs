@@ -1294,6 +1294,7 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
     /// [`PageAllocator::virt_to_page`] outside the largest lowmem range:
     /// the other lowmem ranges, or the memory's own `virt_to_pfn` when it
     /// has no linear direct map.
+    #[cold]
     #[inline(never)]
     fn virt_to_page_rest(&self, addr: usize) -> Option<(Pfn, &PageFrame)> {
         let Some(base) = self.linear else {
