@@ -472,6 +472,9 @@ struct Astray {
     inner: FixedCpu,
     /// The CPU reported while set: beyond `nr_cpus`.
     beyond: core::sync::atomic::AtomicBool,
+    /// While set, `current_cpu_quick` has no answer, so the slab entry
+    /// points take their out-of-line copies.
+    no_quick: core::sync::atomic::AtomicBool,
 }
 
 // SAFETY: never reports exclusivity (the default `current_cpu_exclusive`),
@@ -494,6 +497,55 @@ unsafe impl CpuContext for Astray {
     fn preempt_enable(&self) {
         self.inner.preempt_enable();
     }
+    fn current_cpu_quick(&self) -> Option<(usize, bool)> {
+        if self.no_quick.load(core::sync::atomic::Ordering::Relaxed) {
+            None
+        } else {
+            Some(self.current_cpu_exclusive())
+        }
+    }
+}
+
+#[test]
+fn without_a_quick_cpu_answer_the_entry_points_use_the_same_slots() {
+    let za = toy_pages(64, Arc::new(FixedCpu::new(2)));
+    let free0 = free_pages(&za);
+    let ctx = Arc::new(Astray {
+        inner: FixedCpu::new(2),
+        beyond: core::sync::atomic::AtomicBool::new(false),
+        no_quick: core::sync::atomic::AtomicBool::new(true),
+    });
+    let slab = SlabAllocator::new(za.clone(), ctx.clone()).unwrap();
+    let c = slab
+        .kmem_cache_create("searched", 48, 0, SlabFlags::empty(), None)
+        .unwrap();
+    // Taken and given back through the out-of-line copies (CPU 0, asked
+    // the long way), then taken again through the inline paths: the same
+    // objects, so both ways reached CPU 0's slots.
+    let o = slab.kmem_cache_alloc(&c, GFP_KERNEL).unwrap();
+    let k = slab.kmalloc(100, GFP_KERNEL).unwrap();
+    slab.kmem_cache_free(&c, o).unwrap();
+    slab.kfree(Some(k)).unwrap();
+    slab.check_invariants().unwrap();
+    ctx.no_quick
+        .store(false, core::sync::atomic::Ordering::Relaxed);
+    assert_eq!(slab.kmem_cache_alloc(&c, GFP_KERNEL).unwrap(), o);
+    assert_eq!(slab.kmalloc(100, GFP_KERNEL).unwrap(), k);
+    // And back the long way, which the inline paths then see.
+    ctx.no_quick
+        .store(true, core::sync::atomic::Ordering::Relaxed);
+    slab.kmem_cache_free(&c, o).unwrap();
+    slab.kfree(Some(k)).unwrap();
+    ctx.no_quick
+        .store(false, core::sync::atomic::Ordering::Relaxed);
+    assert_eq!(slab.kmem_cache_alloc(&c, GFP_KERNEL).unwrap(), o);
+    assert_eq!(slab.kmalloc(100, GFP_KERNEL).unwrap(), k);
+    slab.kmem_cache_free(&c, o).unwrap();
+    slab.kfree(Some(k)).unwrap();
+    slab.kmem_cache_destroy(&c).unwrap();
+    slab.shrink_all();
+    slab.check_invariants().unwrap();
+    assert_eq!(free_pages(&za), free0);
 }
 
 #[test]
@@ -503,6 +555,7 @@ fn a_cpu_beyond_the_machine_runs_on_cpu_0s_slots() {
     let ctx = Arc::new(Astray {
         inner: FixedCpu::new(2),
         beyond: core::sync::atomic::AtomicBool::new(true),
+        no_quick: core::sync::atomic::AtomicBool::new(false),
     });
     let slab = SlabAllocator::new(za.clone(), ctx.clone()).unwrap();
     let c = slab
