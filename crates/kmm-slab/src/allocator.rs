@@ -16,7 +16,7 @@ use kmm_page::{PAGE_SIZE, PageAllocator, PageFlags, PageType, Pfn, get_order};
 use kmm_percpu::CpuContext;
 use spin::{Mutex, Once};
 
-use crate::cache::{Cache, CpuSlot, Lookup, NO_SLAB, SLAB_ID_BITS, SlabMeta};
+use crate::cache::{Cache, CpuSlot, EARLY, KmallocSlots, Lookup, NO_SLAB, SLAB_ID_BITS, SlabMeta};
 use crate::layout::{
     ARCH_SLAB_MINALIGN, DMA_KMALLOC_NAMES, KMALLOC_CLASSES, KMALLOC_CREATE_ORDER,
     KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_NAMES, calculate_alignment, calculate_sizes,
@@ -170,10 +170,11 @@ pub struct SlabAllocator<P: ?Sized = dyn PageAllocator, C: ?Sized = dyn CpuConte
     /// `dma-kmalloc-*` [`KMALLOC_CLASSES`] further on, as slab frames name
     /// them (see `cache::SLAB_ID_BITS`).
     pub(crate) early: Vec<Arc<Cache>>,
-    /// The CPU slots of the `early` caches, row `k` (`nr_slots` slots) for
-    /// `early[k]`: `kfree` reaches a kmalloc object's slot from the frame's
-    /// cache index with arithmetic alone, not through the cache.
-    pub(crate) kcpu: Box<[CachePadded<CpuSlot>]>,
+    /// The CPU slots of the `early` caches, a row per CPU (`nr_slots` rows)
+    /// with a slot per cache: `kfree` reaches a kmalloc object's slot from
+    /// the CPU and the frame's cache position with arithmetic alone, not
+    /// through the cache.
+    pub(crate) kcpu: Box<[KmallocSlots]>,
     /// Slots per cache: the CPU count (at least 1), for every cache.
     pub(crate) nr_slots: usize,
     large_lock: Mutex<()>,
@@ -267,10 +268,15 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         sa.early = (0..sa.next_cache.load(Relaxed))
             .map_while(|id| sa.cache_by_id(id).cloned())
             .collect();
-        sa.kcpu = sa
-            .early
-            .iter()
-            .flat_map(|c| (0..sa.nr_slots).map(|_| CachePadded::new(CpuSlot::new(&c.layout))))
+        if sa.early.len() != EARLY {
+            return Err(SlabError::TooMany("caches"));
+        }
+        sa.kcpu = (0..sa.nr_slots)
+            .map(|_| {
+                KmallocSlots(core::array::from_fn(|k| {
+                    CachePadded::new(CpuSlot::new(&sa.early[k].layout))
+                }))
+            })
             .collect();
         Ok(sa)
     }
@@ -543,6 +549,23 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     ) -> Result<NonNull<u8>, SlabError> {
         match self.early_at(k, on) {
             Some((cache, at)) => self.cache_alloc_at(cache, at, gfp),
+            None => self.kmalloc_elsewhere(k, on, size, gfp),
+        }
+    }
+
+    /// [`SlabAllocator::kmalloc_at`] on a CPU beyond the machine (CPU 0's
+    /// slot, shared, as [`SlabAllocator::this_cpu`] gives it).
+    #[cold]
+    #[inline(never)]
+    fn kmalloc_elsewhere(
+        &self,
+        k: usize,
+        on: (usize, bool),
+        size: usize,
+        gfp: Gfp,
+    ) -> Result<NonNull<u8>, SlabError> {
+        match self.early.get(k) {
+            Some(cache) => self.cache_alloc_at(&**cache, self.this_cpu(cache, on), gfp),
             None => self.kmalloc_large(size, gfp),
         }
     }

@@ -314,7 +314,7 @@ impl CpuSlot {
     /// before it, overwrote. Afterwards every owner sees the slots closed
     /// and takes its slow path, which waits for them to open.
     pub(crate) fn close_all<'s>(
-        slots: &'s [CachePadded<CpuSlot>],
+        slots: Slots<'s>,
         cpus: &(impl CpuContext + ?Sized),
     ) -> alloc::vec::Vec<CpuGuard<'s>> {
         // The vector is allocated before any slot closes: a global allocator
@@ -621,15 +621,63 @@ impl<'c> CacheRef<'c> for &'c Cache {
     }
 }
 
-/// A kmalloc cache by reference to its entry of `SlabAllocator::early`
-/// ([`SlabAllocator::early_at`]).
+/// A kmalloc cache by its position in `SlabAllocator::early`, made only by
+/// [`SlabAllocator::early_at`] for a position below [`EARLY`].
 #[derive(Clone, Copy)]
-pub(crate) struct Early<'c>(&'c Arc<Cache>);
+pub(crate) struct Early<'c> {
+    /// `SlabAllocator::early` by a thin reference: the pair fits two
+    /// registers.
+    caches: &'c alloc::vec::Vec<Arc<Cache>>,
+    k: usize,
+}
 
 impl<'c> CacheRef<'c> for Early<'c> {
     #[inline(always)]
     fn get(self) -> &'c Cache {
-        self.0
+        // `k < EARLY`, and `early` holds the `EARLY` kmalloc caches
+        // (`SlabAllocator::new` refuses to finish otherwise).
+        &self.caches[self.k]
+    }
+}
+
+/// The number of kmalloc caches, `kmalloc-*` and `dma-kmalloc-*`, all
+/// made at boot: `SlabAllocator::early` holds them in that order.
+pub(crate) const EARLY: usize = 2 * crate::layout::KMALLOC_CLASSES;
+
+/// One CPU's slots of the kmalloc caches, in `early` order (a row of
+/// `SlabAllocator::kcpu`): `kfree` reaches a kmalloc object's slot with
+/// the CPU's row and the cache position its frame holds.
+#[derive(Debug)]
+pub(crate) struct KmallocSlots(pub(crate) [CachePadded<CpuSlot>; EARLY]);
+
+/// The CPU slots of one cache, by CPU: its own, or for a kmalloc cache its
+/// column of `SlabAllocator::kcpu`.
+#[derive(Clone, Copy)]
+pub(crate) enum Slots<'c> {
+    Own(&'c [CachePadded<CpuSlot>]),
+    Kmalloc(&'c [KmallocSlots], usize),
+}
+
+impl<'c> Slots<'c> {
+    /// The number of slots (one per CPU of the machine, at least one).
+    pub(crate) fn len(self) -> usize {
+        match self {
+            Slots::Own(own) => own.len(),
+            Slots::Kmalloc(rows, _) => rows.len(),
+        }
+    }
+
+    /// CPU `cpu`'s slot.
+    pub(crate) fn get(self, cpu: usize) -> Option<&'c CachePadded<CpuSlot>> {
+        match self {
+            Slots::Own(own) => own.get(cpu),
+            Slots::Kmalloc(rows, k) => rows.get(cpu)?.0.get(k),
+        }
+    }
+
+    /// Every slot, by CPU.
+    pub(crate) fn iter(self) -> impl Iterator<Item = &'c CachePadded<CpuSlot>> {
+        (0..self.len()).filter_map(move |cpu| self.get(cpu))
     }
 }
 
@@ -643,41 +691,35 @@ fn frozen(cpu: usize) -> u32 {
 }
 
 impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
-    /// The CPU slots of `cache`: its own, or for a kmalloc cache its row of
-    /// [`SlabAllocator::kcpu`].
+    /// The CPU slots of `cache`: its own, or for a kmalloc cache its column
+    /// of [`SlabAllocator::kcpu`].
     #[inline]
-    pub(crate) fn slots<'c>(&'c self, cache: &'c Cache) -> &'c [CachePadded<CpuSlot>] {
+    pub(crate) fn slots<'c>(&'c self, cache: &'c Cache) -> Slots<'c> {
         match cache.early.checked_sub(1) {
-            None => &cache.cpu,
-            Some(k) => self.kslots(k as usize),
+            None => Slots::Own(&cache.cpu),
+            Some(k) => Slots::Kmalloc(&self.kcpu, k as usize),
         }
-    }
-
-    /// Row `k` of [`SlabAllocator::kcpu`]: the CPU slots of `early[k]`.
-    #[inline]
-    fn kslots(&self, k: usize) -> &[CachePadded<CpuSlot>] {
-        let n = self.nr_slots;
-        self.kcpu.get(k * n..k * n + n).unwrap_or_default()
     }
 
     /// Cache `early[k]` and this CPU's slot of it, as
     /// [`SlabAllocator::this_cpu`] gives it, found by indexing
     /// [`SlabAllocator::kcpu`] rather than through the cache; `None` if
-    /// there is no such cache.
+    /// there is no such cache, or for a CPU beyond the machine (whose
+    /// callers take the cache from `early` and its slot from `this_cpu`,
+    /// out of line: a third way to the slot here would make the fast paths
+    /// test the exclusivity flag anew).
     #[inline(always)]
     pub(crate) fn early_at(
         &self,
         k: usize,
         (cpu, exclusive): (usize, bool),
     ) -> Option<(Early<'_>, SlotAt<'_>)> {
-        let cache = Early(self.early.get(k)?);
-        let n = self.nr_slots;
-        let at = if cpu < n {
-            (self.kcpu.get(k * n + cpu)?, cpu, exclusive)
-        } else {
-            (self.kcpu.get(k * n)?, 0, false)
+        let slot = self.kcpu.get(cpu)?.0.get(k)?;
+        let cache = Early {
+            caches: &self.early,
+            k,
         };
-        Some((cache, at))
+        Some((cache, (slot, cpu, exclusive)))
     }
 
     /// This CPU's slot of `cache` with the CPU's number (slot 0 if the
@@ -715,7 +757,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         match slots.get(cpu) {
             Some(slot) => (slot, cpu),
             // Every cache has a slot per CPU of the machine, at least one.
-            None => (&slots[0], 0),
+            None => (slots.get(0).expect("every cache has a CPU slot"), 0),
         }
     }
 
