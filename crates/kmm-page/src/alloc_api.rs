@@ -123,4 +123,15 @@ pub trait PageAllocator: Send + Sync {
         let pfn = self.phys_memory().virt_to_pfn(addr)?;
         Some((pfn, self.pfn_to_page(pfn)?))
     }
+
+    /// [`virt_to_page`](PageAllocator::virt_to_page) where the answer is at
+    /// hand (one range of frames reached by arithmetic, say), `None` where
+    /// it is not, which does not mean that `addr` has no frame: the caller
+    /// then asks `virt_to_page`. Hot paths (`kfree`) ask this first and
+    /// keep the other case out of line, so that theirs pays for no merge of
+    /// the two answers. The default answers as `virt_to_page` does.
+    #[inline]
+    fn virt_to_page_quick(&self, addr: usize) -> Option<(Pfn, &PageFrame)> {
+        self.virt_to_page(addr)
+    }
 }

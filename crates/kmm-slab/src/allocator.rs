@@ -747,7 +747,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         early: u32,
         on: (usize, bool),
     ) -> Result<(), SlabError> {
-        if let Some((cache, at)) = self.early_at((early as usize).wrapping_sub(1), on) {
+        if let Some((cache, at)) = self.early_at(early as usize, on) {
             return self.cache_free_at(cache, at, p, Some(id));
         }
         let cache = self

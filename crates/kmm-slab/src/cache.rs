@@ -584,8 +584,9 @@ impl Cache {
 
 /// What the frame of an address says it belongs to (`virt_to_slab` / `virt_to_folio`).
 pub(crate) enum Lookup {
-    /// A slab: its descriptor id, and its cache's index + 1 in
-    /// `SlabAllocator::early` (0 for other caches). See [`SLAB_ID_BITS`].
+    /// A slab: its descriptor id, and its cache's position in
+    /// `SlabAllocator::early` ([`NOT_EARLY`] for other caches). See
+    /// [`SLAB_ID_BITS`].
     Slab {
         id: u32,
         early: u32,
@@ -597,13 +598,18 @@ pub(crate) enum Lookup {
 }
 
 /// A slab frame's `private` word holds the slab's descriptor id in its low
-/// `SLAB_ID_BITS` bits, and above them the index + 1 of its cache in
-/// `SlabAllocator::early` (the kmalloc caches), or 0: `kfree` of a kmalloc
-/// object finds its cache from the frame alone, without the descriptor
-/// table and the cache table (Linux's `struct slab` has `slab_cache` for
-/// the same reason).
+/// `SLAB_ID_BITS` bits, and above them the position of its cache in
+/// `SlabAllocator::early` (the kmalloc caches), or [`NOT_EARLY`], which
+/// fails the test against [`EARLY`] that `kfree` makes anyway: `kfree` of
+/// a kmalloc object finds its cache from the frame alone, without the
+/// descriptor table and the cache table (Linux's `struct slab` has
+/// `slab_cache` for the same reason).
 pub(crate) const SLAB_ID_BITS: u32 = 21;
 pub(crate) const SLAB_ID_MASK: u32 = (1 << SLAB_ID_BITS) - 1;
+/// The cache position a slab frame holds for a cache not in
+/// `SlabAllocator::early`: all ones above [`SLAB_ID_BITS`].
+pub(crate) const NOT_EARLY: u32 = u32::MAX >> SLAB_ID_BITS;
+const _: () = assert!(NOT_EARLY as usize >= EARLY);
 
 /// A cache as the fast paths take it: at hand (`&Cache`), or a kmalloc
 /// cache named by its place in `SlabAllocator::early` ([`Early`]) and
@@ -819,7 +825,8 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// The `private` word of the frames of slab `id` of `cache` (see
     /// [`SLAB_ID_BITS`]).
     fn frame_word(cache: &Cache, id: u32) -> u32 {
-        id | cache.early << SLAB_ID_BITS
+        let position = cache.early.checked_sub(1).unwrap_or(NOT_EARLY);
+        id | position << SLAB_ID_BITS
     }
 
     #[inline(always)]
@@ -830,25 +837,44 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// `virt_to_slab`: which slab (or large kmalloc) holds `addr`.
     #[inline(always)]
     pub(crate) fn lookup(&self, addr: usize) -> Result<Lookup, SlabError> {
+        // The frame from arithmetic inline; any other way out of line, so
+        // that the common case tests the frame's flags with no merge first.
+        match self.pages.virt_to_page_quick(addr) {
+            Some((pfn, f)) => self.lookup_frame(addr, pfn, f),
+            None => self.lookup_searched(addr),
+        }
+    }
+
+    /// What the frame `f` (number `pfn`) of `addr` says it belongs to.
+    #[inline(always)]
+    fn lookup_frame(&self, addr: usize, pfn: Pfn, f: &PageFrame) -> Result<Lookup, SlabError> {
         // Errors are built only on the way out, out of line: an error value
         // made up front costs its drop on every successful `kfree`.
-        let frame = self.pages.virt_to_page(addr);
-        if let Some((pfn, f)) = frame {
-            if f.test(PageFlags::SLAB) {
-                let word = f.private();
-                return Ok(Lookup::Slab {
-                    id: word & SLAB_ID_MASK,
-                    early: word >> SLAB_ID_BITS,
-                });
-            }
-            if f.page_type() == PageType::LargeKmalloc && f.private() >> 8 == self.tag {
-                return Ok(Lookup::Large {
-                    pfn,
-                    order: f.private() & 0xff,
-                });
-            }
+        if f.test(PageFlags::SLAB) {
+            let word = f.private();
+            return Ok(Lookup::Slab {
+                id: word & SLAB_ID_MASK,
+                early: word >> SLAB_ID_BITS,
+            });
         }
-        Err(self.lookup_miss(addr, frame))
+        if f.page_type() == PageType::LargeKmalloc && f.private() >> 8 == self.tag {
+            return Ok(Lookup::Large {
+                pfn,
+                order: f.private() & 0xff,
+            });
+        }
+        Err(self.lookup_miss(addr, Some((pfn, f))))
+    }
+
+    /// [`SlabAllocator::lookup`] for an address outside the page
+    /// allocator's quick range ([`PageAllocator::virt_to_page_quick`]).
+    #[cold]
+    #[inline(never)]
+    fn lookup_searched(&self, addr: usize) -> Result<Lookup, SlabError> {
+        match self.pages.virt_to_page(addr) {
+            Some((pfn, f)) => self.lookup_frame(addr, pfn, f),
+            None => Err(self.lookup_miss(addr, None)),
+        }
     }
 
     /// Why `addr`, whose frame [`SlabAllocator::lookup`] found (or not), is

@@ -1279,14 +1279,22 @@ impl<B: BuddyBackend> PageAllocator for ZonedAllocator<B> {
     /// `virt_to_page_rest`.
     #[inline(always)]
     fn virt_to_page(&self, addr: usize) -> Option<(Pfn, &PageFrame)> {
+        if let Some(answer) = self.virt_to_page_quick(addr) {
+            return Some(answer);
+        }
+        self.virt_to_page_rest(addr)
+    }
+
+    /// The fast path of [`PageAllocator::virt_to_page`]: the largest lowmem
+    /// range that is a whole zone map, by arithmetic and one bounds test.
+    #[inline(always)]
+    fn virt_to_page_quick(&self, addr: usize) -> Option<(Pfn, &PageFrame)> {
         // Below the direct map the subtraction wraps to a frame number far
         // beyond any range; without a linear map `main` is empty.
         let pfn = addr.wrapping_sub(self.linear_base) / PAGE_SIZE;
         let m = &self.main;
-        if let Some(frame) = m.frames.get(pfn.wrapping_sub(m.start)) {
-            return Some((Pfn(pfn), frame));
-        }
-        self.virt_to_page_rest(addr)
+        let frame = m.frames.get(pfn.wrapping_sub(m.start))?;
+        Some((Pfn(pfn), frame))
     }
 }
 
