@@ -118,20 +118,34 @@ fn virt_to_page_agrees_with_the_memory_at_every_page_of_the_direct_map() {
         za.virt_to_page(addr)
             .map(|(pfn, frame)| (pfn, frame as *const _))
     };
+    // The quick answer, where there is one, is the same.
+    let quick = |addr: usize| {
+        za.virt_to_page_quick(addr)
+            .map(|(pfn, frame)| (pfn, frame as *const _))
+    };
     let base = host.linear_map_base().unwrap();
     let end = host.linear_map_end().unwrap();
     let mut found = 0;
+    let mut quickly = 0;
     for page in 0..(end - base) / PAGE_SIZE + 6 {
         for offset in [0, 1, PAGE_SIZE - 1] {
             let addr = (base + page * PAGE_SIZE + offset).wrapping_sub(3 * PAGE_SIZE);
             let want = expected(addr);
             found += usize::from(want.is_some());
             assert_eq!(got(addr), want, "address {addr:#x}");
+            if let Some(answer) = quick(addr) {
+                quickly += 1;
+                assert_eq!(Some(answer), want, "address {addr:#x}");
+            }
         }
     }
     // Every lowmem frame, each at three offsets, and none of the hole.
     assert_eq!(found, 3 * (1000 + (kmm_zone::MAX_LOWMEM_PFN_X86_32 - 2000)));
+    // The quick range is ZONE_NORMAL's lowmem, the largest range that is a
+    // whole zone map (from 16 MiB, frame 4096).
+    assert_eq!(quickly, 3 * (kmm_zone::MAX_LOWMEM_PFN_X86_32 - 4096));
     for addr in [0, 1, base - 1, end, usize::MAX] {
         assert_eq!(got(addr), None, "address {addr:#x}");
+        assert_eq!(quick(addr), None, "address {addr:#x}");
     }
 }
