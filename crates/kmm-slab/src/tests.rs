@@ -506,81 +506,98 @@ unsafe impl CpuContext for Astray {
     }
 }
 
+/// A slab layer on a toy machine with an [`Astray`] context (CPU 0 of 2,
+/// or beyond the machine; with or without quick answers), a 48-byte cache,
+/// and the machine's free pages before it.
+struct AstrayRig {
+    za: Arc<kmm_zone::ZonedAllocator<kmm_buddy::EagerBuddy>>,
+    free0: usize,
+    ctx: Arc<Astray>,
+    slab: SlabAllocator<kmm_zone::ZonedAllocator<kmm_buddy::EagerBuddy>, Astray>,
+    cache: crate::KmemCache,
+}
+
+impl AstrayRig {
+    fn new(beyond: bool, no_quick: bool) -> AstrayRig {
+        let za = toy_pages(64, Arc::new(FixedCpu::new(2)));
+        let free0 = free_pages(&za);
+        let ctx = Arc::new(Astray {
+            inner: FixedCpu::new(2),
+            beyond: core::sync::atomic::AtomicBool::new(beyond),
+            no_quick: core::sync::atomic::AtomicBool::new(no_quick),
+        });
+        let slab = SlabAllocator::new(za.clone(), ctx.clone()).unwrap();
+        let cache = slab
+            .kmem_cache_create("astray", 48, 0, SlabFlags::empty(), None)
+            .unwrap();
+        AstrayRig {
+            za,
+            free0,
+            ctx,
+            slab,
+            cache,
+        }
+    }
+
+    fn set(&self, flag: &core::sync::atomic::AtomicBool, on: bool) {
+        flag.store(on, core::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Takes an object of the cache and a kmalloc-128 one.
+    fn take(&self) -> (NonNull<u8>, NonNull<u8>) {
+        let o = self.slab.kmem_cache_alloc(&self.cache, GFP_KERNEL).unwrap();
+        let k = self.slab.kmalloc(100, GFP_KERNEL).unwrap();
+        (o, k)
+    }
+
+    fn give_back(&self, (o, k): (NonNull<u8>, NonNull<u8>)) {
+        self.slab.kmem_cache_free(&self.cache, o).unwrap();
+        self.slab.kfree(Some(k)).unwrap();
+        self.slab.check_invariants().unwrap();
+    }
+
+    /// Destroys the cache, and checks every page is back.
+    fn finish(self) {
+        self.slab.kmem_cache_destroy(&self.cache).unwrap();
+        self.slab.shrink_all();
+        self.slab.check_invariants().unwrap();
+        assert_eq!(free_pages(&self.za), self.free0);
+    }
+}
+
 #[test]
 fn without_a_quick_cpu_answer_the_entry_points_use_the_same_slots() {
-    let za = toy_pages(64, Arc::new(FixedCpu::new(2)));
-    let free0 = free_pages(&za);
-    let ctx = Arc::new(Astray {
-        inner: FixedCpu::new(2),
-        beyond: core::sync::atomic::AtomicBool::new(false),
-        no_quick: core::sync::atomic::AtomicBool::new(true),
-    });
-    let slab = SlabAllocator::new(za.clone(), ctx.clone()).unwrap();
-    let c = slab
-        .kmem_cache_create("searched", 48, 0, SlabFlags::empty(), None)
-        .unwrap();
+    let rig = AstrayRig::new(false, true);
     // Taken and given back through the out-of-line copies (CPU 0, asked
     // the long way), then taken again through the inline paths: the same
     // objects, so both ways reached CPU 0's slots.
-    let o = slab.kmem_cache_alloc(&c, GFP_KERNEL).unwrap();
-    let k = slab.kmalloc(100, GFP_KERNEL).unwrap();
-    slab.kmem_cache_free(&c, o).unwrap();
-    slab.kfree(Some(k)).unwrap();
-    slab.check_invariants().unwrap();
-    ctx.no_quick
-        .store(false, core::sync::atomic::Ordering::Relaxed);
-    assert_eq!(slab.kmem_cache_alloc(&c, GFP_KERNEL).unwrap(), o);
-    assert_eq!(slab.kmalloc(100, GFP_KERNEL).unwrap(), k);
+    let objects = rig.take();
+    rig.give_back(objects);
+    rig.set(&rig.ctx.no_quick, false);
+    assert_eq!(rig.take(), objects);
     // And back the long way, which the inline paths then see.
-    ctx.no_quick
-        .store(true, core::sync::atomic::Ordering::Relaxed);
-    slab.kmem_cache_free(&c, o).unwrap();
-    slab.kfree(Some(k)).unwrap();
-    ctx.no_quick
-        .store(false, core::sync::atomic::Ordering::Relaxed);
-    assert_eq!(slab.kmem_cache_alloc(&c, GFP_KERNEL).unwrap(), o);
-    assert_eq!(slab.kmalloc(100, GFP_KERNEL).unwrap(), k);
-    slab.kmem_cache_free(&c, o).unwrap();
-    slab.kfree(Some(k)).unwrap();
-    slab.kmem_cache_destroy(&c).unwrap();
-    slab.shrink_all();
-    slab.check_invariants().unwrap();
-    assert_eq!(free_pages(&za), free0);
+    rig.set(&rig.ctx.no_quick, true);
+    rig.give_back(objects);
+    rig.set(&rig.ctx.no_quick, false);
+    assert_eq!(rig.take(), objects);
+    rig.give_back(objects);
+    rig.finish();
 }
 
 #[test]
 fn a_cpu_beyond_the_machine_runs_on_cpu_0s_slots() {
-    let za = toy_pages(64, Arc::new(FixedCpu::new(2)));
-    let free0 = free_pages(&za);
-    let ctx = Arc::new(Astray {
-        inner: FixedCpu::new(2),
-        beyond: core::sync::atomic::AtomicBool::new(true),
-        no_quick: core::sync::atomic::AtomicBool::new(false),
-    });
-    let slab = SlabAllocator::new(za.clone(), ctx.clone()).unwrap();
-    let c = slab
-        .kmem_cache_create("astray", 48, 0, SlabFlags::empty(), None)
-        .unwrap();
+    let rig = AstrayRig::new(true, false);
     // Taken and given back on the CPU beyond the machine, for a cache with
     // slots of its own and for a kmalloc cache (slots in the allocator's
     // table): both go through CPU 0's slot, so CPU 0 is handed the same
     // objects next, from the slabs frozen there.
-    let o = slab.kmem_cache_alloc(&c, GFP_KERNEL).unwrap();
-    let k = slab.kmalloc(100, GFP_KERNEL).unwrap();
-    slab.kmem_cache_free(&c, o).unwrap();
-    slab.kfree(Some(k)).unwrap();
-    slab.check_invariants().unwrap();
-    ctx.beyond
-        .store(false, core::sync::atomic::Ordering::Relaxed);
-    assert_eq!(ctx.current_cpu(), 0);
-    assert_eq!(slab.kmem_cache_alloc(&c, GFP_KERNEL).unwrap(), o);
-    assert_eq!(slab.kmalloc(100, GFP_KERNEL).unwrap(), k);
-    slab.kmem_cache_free(&c, o).unwrap();
-    slab.kfree(Some(k)).unwrap();
-    slab.kmem_cache_destroy(&c).unwrap();
-    slab.shrink_all();
-    slab.check_invariants().unwrap();
-    assert_eq!(free_pages(&za), free0);
+    let objects = rig.take();
+    rig.give_back(objects);
+    rig.set(&rig.ctx.beyond, false);
+    assert_eq!(rig.ctx.current_cpu(), 0);
+    assert_eq!(rig.take(), objects);
+    rig.give_back(objects);
+    rig.finish();
 }
 
 #[test]
