@@ -268,6 +268,8 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         sa.early = (0..sa.next_cache.load(Relaxed))
             .map_while(|id| sa.cache_by_id(id).cloned())
             .collect();
+        // Each kmalloc cache was made above (`create` returns its error
+        // otherwise), so this holds; `Early` and `kcpu` index by it.
         if sa.early.len() != EARLY {
             return Err(SlabError::TooMany("caches"));
         }

@@ -50,12 +50,11 @@ use crate::layout::{
 use crate::raw::{self, SlabMem};
 use crate::{SlabError, SlabFlags};
 
-/// "No object" in a freelist.
-/// The end of a freelist, in the free pointer of its last object and in
-/// every freelist head (`u32::MAX`, far above any object offset: a slab is
-/// at most 4 MiB). Not `usize::MAX`: one value for the packed 32-bit heads
-/// and the free-pointer words lets the fast paths store and load heads as
-/// they are, with no conversion.
+/// "No object": the end of a freelist, in the free pointer of its last
+/// object and in every freelist head (`u32::MAX`, far above any object
+/// offset: a slab is at most 4 MiB). Not `usize::MAX`: one value for the
+/// packed 32-bit heads and the free-pointer words lets the fast paths store
+/// and load heads as they are, with no conversion.
 pub(crate) const NIL: usize = u32::MAX as usize;
 /// "No slab" in a slab id field and in list links.
 pub(crate) const NO_SLAB: u32 = u32::MAX;
