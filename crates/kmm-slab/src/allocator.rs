@@ -16,7 +16,9 @@ use kmm_page::{PAGE_SIZE, PageAllocator, PageFlags, PageType, Pfn, get_order};
 use kmm_percpu::CpuContext;
 use spin::{Mutex, Once};
 
-use crate::cache::{Cache, CpuSlot, EARLY, KmallocSlots, Lookup, NO_SLAB, SLAB_ID_BITS, SlabMeta};
+use crate::cache::{
+    Cache, CpuSlot, EARLY, KmallocSlots, Lookup, NO_SLAB, NOT_EARLY, SLAB_ID_BITS, SlabMeta,
+};
 use crate::layout::{
     ARCH_SLAB_MINALIGN, DMA_KMALLOC_NAMES, KMALLOC_CLASSES, KMALLOC_CREATE_ORDER,
     KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_NAMES, calculate_alignment, calculate_sizes,
@@ -259,7 +261,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
                     (KMALLOC_NAMES[i], SlabFlags::KMALLOC)
                 };
                 let k = i - 1 + if dma { KMALLOC_CLASSES } else { 0 };
-                let cache = sa.create(name, size, align, flags, None, k as u32 + 1)?;
+                let cache = sa.create(name, size, align, flags, None, k as u32)?;
                 debug_assert_eq!(cache.id as usize, k);
             }
         }
@@ -425,7 +427,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             ));
         }
         Ok(KmemCache {
-            inner: self.create(name, size, align, flags, ctor, 0)?,
+            inner: self.create(name, size, align, flags, ctor, NOT_EARLY)?,
         })
     }
 

@@ -462,8 +462,8 @@ pub(crate) struct Cache {
     pub(crate) allocflags: Gfp,
     recip: Reciprocal,
     pub(crate) destroyed: AtomicBool,
-    /// The cache's index + 1 in `SlabAllocator::early` (the kmalloc
-    /// caches), 0 for the others; kept in its slab frames (see
+    /// The cache's position in `SlabAllocator::early` (the kmalloc
+    /// caches), [`NOT_EARLY`] for the others; kept in its slab frames (see
     /// [`SLAB_ID_BITS`]).
     pub(crate) early: u32,
     /// The CPU slots (`s->cpu_slab`) of a cache that is not in
@@ -542,7 +542,11 @@ impl Cache {
             destroyed: AtomicBool::new(false),
             early,
             // An early cache's slots are the allocator's.
-            cpu: (0..if early == 0 { nr_cpus.max(1) } else { 0 })
+            cpu: (0..if early == NOT_EARLY {
+                nr_cpus.max(1)
+            } else {
+                0
+            })
                 .map(|_| CachePadded::new(CpuSlot::new(&layout)))
                 .collect(),
             node: Mutex::new(Node {
@@ -700,9 +704,9 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// of [`SlabAllocator::kcpu`].
     #[inline]
     pub(crate) fn slots<'c>(&'c self, cache: &'c Cache) -> Slots<'c> {
-        match cache.early.checked_sub(1) {
-            None => Slots::Own(&cache.cpu),
-            Some(k) => Slots::Kmalloc(&self.kcpu, k as usize),
+        match cache.early {
+            NOT_EARLY => Slots::Own(&cache.cpu),
+            k => Slots::Kmalloc(&self.kcpu, k as usize),
         }
     }
 
@@ -824,8 +828,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// The `private` word of the frames of slab `id` of `cache` (see
     /// [`SLAB_ID_BITS`]).
     fn frame_word(cache: &Cache, id: u32) -> u32 {
-        let position = cache.early.checked_sub(1).unwrap_or(NOT_EARLY);
-        id | position << SLAB_ID_BITS
+        id | cache.early << SLAB_ID_BITS
     }
 
     #[inline(always)]
