@@ -16,11 +16,15 @@
 //! range check on talc's arena and, for kmalloc's and the system allocator's
 //! blocks, `GlobalKmalloc`'s own direct-map check; per realloc both checks.
 //! A realloc stays within one allocator (talc may grow in place, the system
-//! allocator may `mremap`, `GlobalKmalloc` always moves) unless the block
+//! allocator may `mremap`, `GlobalKmalloc` stays in place while the block's kmalloc bucket holds the new size, as `krealloc` does) unless the block
 //! belongs to another one than the selected allocator; then it moves across.
 //!
 //! # The workloads
 //!
+//! * `peers/global_pair_{64,512,4096}`: one `alloc` + `dealloc` pair of that
+//!   size through each allocator's own `GlobalAlloc`, called directly (the
+//!   dispatcher is not in the way): what the global allocator costs a
+//!   program per short-lived object.
 //! * `peers/random_actions_200B` and `peers/random_actions_30KB`: talc's
 //!   "random actions". Each action allocates (3 in 7), frees a random live
 //!   block (3 in 7) or reallocs a random live block to a new random size
@@ -153,10 +157,7 @@ impl Which {
     fn owner(ptr: *mut u8) -> Which {
         if in_talc_arena(ptr) {
             Which::Talc
-        } else if KMALLOC
-            .memory_manager()
-            .is_some_and(|mm| mm.pages().phys().virt_to_pfn(ptr.addr()).is_some())
-        {
+        } else if KMALLOC.owns(ptr) {
             Which::Kmalloc
         } else {
             Which::System
@@ -543,6 +544,35 @@ fn random_actions(c: &mut Criterion) {
     }
 }
 
+/// One `alloc` + `dealloc` of `layout` on `heap`, called directly (no
+/// dispatch), the object written once so that it is used.
+#[inline(always)]
+fn global_pair<A: GlobalAlloc>(heap: &A, layout: Layout) {
+    // SAFETY: a non-zero size; the block is written within its size and
+    // freed once, with its layout, by the allocator that made it.
+    unsafe {
+        let p = heap.alloc(black_box(layout));
+        assert!(!p.is_null());
+        p.write(1);
+        heap.dealloc(black_box(p), layout);
+    }
+}
+
+/// An `alloc` + `dealloc` pair through each allocator's own `GlobalAlloc`
+/// (no dispatch in between), at sizes in the small and the page-sized
+/// range: what a `#[global_allocator]` costs a program per object.
+fn global_pairs(c: &mut Criterion) {
+    boot_allocators();
+    for size in [64, 512, 4096] {
+        let layout = Layout::from_size_align(size, 8).expect("a valid layout");
+        let mut g = c.benchmark_group(format!("peers/global_pair_{size}"));
+        g.bench_function("kmalloc", |b| b.iter(|| global_pair(&KMALLOC, layout)));
+        g.bench_function("talc", |b| b.iter(|| global_pair(&TALC, layout)));
+        g.bench_function("system", |b| b.iter(|| global_pair(&System, layout)));
+        g.finish();
+    }
+}
+
 // ---------------------------------------------------------------------------
 // ArceOS's collection benches.
 // ---------------------------------------------------------------------------
@@ -864,7 +894,7 @@ fn heap_efficiency() {
 // Entry point.
 // ---------------------------------------------------------------------------
 
-criterion_group!(benches, random_actions, arceos);
+criterion_group!(benches, global_pairs, random_actions, arceos);
 
 fn main() {
     let listing = std::env::args().any(|a| a == "--list");

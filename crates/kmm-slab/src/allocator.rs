@@ -290,6 +290,14 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         &self.pages
     }
 
+    /// The CPU context the per-CPU slots are chosen by. Asking it for the
+    /// calling thread's CPU just before a `kmalloc` lets the compiler share
+    /// the query with the one inside (the same object, reached the same way).
+    #[inline]
+    pub fn cpu_context(&self) -> &Arc<C> {
+        &self.cpus
+    }
+
     /// The cache with id `id`. A reference, not a clone: the hot paths must
     /// not touch the `Arc`'s shared count, which would bounce between CPUs.
     #[inline(always)]
@@ -606,6 +614,65 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         }
     }
 
+    /// The lockless per-CPU half of [`SlabAllocator::kmalloc`] alone: the
+    /// object `kmalloc(size, gfp)` would pop off this CPU's freelist, or
+    /// `None`, with nothing changed, whenever `kmalloc` would do more: a
+    /// request for zero bytes, above 8 KiB or with `__GFP_ZERO`; a CPU the
+    /// context has no quick answer for ([`CpuContext::current_cpu_quick`]);
+    /// an empty or closed CPU freelist, or a corrupted free pointer (which
+    /// `kmalloc` then reports). A caller that gets `None` calls `kmalloc`.
+    ///
+    /// `kmalloc` is this pop followed by the slow paths. The split is for a
+    /// wrapper that must stay cheap per call, such as a global allocator:
+    /// this path makes no call, so a function built on it saves no
+    /// registers until it leaves for the slow path.
+    #[inline(always)]
+    pub fn kmalloc_fast(&self, size: usize, gfp: Gfp) -> Option<NonNull<u8>> {
+        if gfp.contains(Gfp::ZERO) {
+            return None;
+        }
+        let k = Self::kmalloc_slab(size, gfp - (Gfp::HIGHMEM | Gfp::DMA32))?;
+        let (_, (slot, _, exclusive)) = self.early_at(k, self.cpus.current_cpu_quick()?)?;
+        let obj = if exclusive {
+            slot.owner_pop()
+        } else {
+            slot.shared_pop()
+        };
+        NonNull::new(obj.ok()?)
+    }
+
+    /// The lockless per-CPU half of [`SlabAllocator::kfree`] alone: `true`
+    /// when `ptr` was a kmalloc object of this CPU's slab and is now on its
+    /// freelist; `false`, with nothing changed, whenever `kfree` would do
+    /// more or refuse: an object of another slab or of a `kmem_cache`, a
+    /// large kmalloc, [`ZERO_SIZE_PTR`], a pointer outside the page
+    /// allocator's quick range ([`PageAllocator::virt_to_page_quick`]), a
+    /// CPU the context has no quick answer for, and every misuse (`kfree`
+    /// then reports it). A caller that gets `false` calls `kfree`.
+    #[inline(always)]
+    pub fn kfree_fast(&self, ptr: NonNull<u8>) -> bool {
+        let addr = ptr.as_ptr().addr();
+        let Some((_, f)) = self.pages.virt_to_page_quick(addr) else {
+            return false;
+        };
+        if !f.test(PageFlags::SLAB) {
+            return false;
+        }
+        let early = (f.private() >> SLAB_ID_BITS) as usize;
+        let Some(on) = self.cpus.current_cpu_quick() else {
+            return false;
+        };
+        let Some((_, (slot, _, exclusive))) = self.early_at(early, on) else {
+            return false;
+        };
+        let pushed = if exclusive {
+            slot.owner_push(addr)
+        } else {
+            slot.shared_push(addr)
+        };
+        pushed.is_ok()
+    }
+
     /// `kmalloc(size, gfp | __GFP_ZERO)` (`kzalloc`).
     ///
     /// # Errors
@@ -833,9 +900,9 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
                     self.large_mem(pfn, order).map(|m| (m, 0)),
                 )
             }
-            Lookup::Slab { .. } => {
-                let (cache, _) = self.object_of(addr)?;
-                (cache.layout.object_size, self.object_mem(addr))
+            Lookup::Slab { id, .. } => {
+                let (cache, mem, off) = self.held_object(addr, id)?;
+                (cache.layout.object_size, Some((mem, off)))
             }
         };
         let Some((old_mem, old_off)) = old else {
@@ -855,7 +922,8 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         let new_addr = new.as_ptr().addr();
         let dst = match self.lookup(new_addr) {
             Ok(Lookup::Large { pfn, order }) => self.large_mem(pfn, order).map(|m| (m, 0)),
-            _ => self.object_mem(new_addr),
+            Ok(Lookup::Slab { id, .. }) => self.object_mem((new_addr, id)),
+            Err(_) => None,
         };
         let copied = dst.is_some_and(|(d, doff)| {
             self.copy_object((&old_mem, old_off), (&d, doff), ks.min(new_size))

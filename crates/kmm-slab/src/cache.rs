@@ -208,6 +208,26 @@ fn bump(ft: u64, head: u32, new: usize) -> u64 {
         .wrapping_add(1 << 32)
 }
 
+/// Why a CPU slot's pop handed out nothing (the slot is unchanged).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PopMiss {
+    /// A closed slot, an empty freelist or no slab: the slow path's case.
+    Slow,
+    /// The first free object's free pointer points outside the slab (a
+    /// write after free): `ft` as read, and the object.
+    Corrupted { ft: u64, obj: *mut u8 },
+}
+
+/// Why a CPU slot's push took nothing (the slot is unchanged).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PushMiss {
+    /// A closed slot, or an object outside the CPU slab: the slow path's case.
+    Slow,
+    /// Offset `off` of the CPU slab (whose last object starts at `last`)
+    /// is not an object start, or is the freelist's head (a double free).
+    Bad { off: usize, last: usize },
+}
+
 /// A CPU's slab (`struct kmem_cache_cpu`), read and changed without a lock.
 ///
 /// `ft` packs the CPU freelist's first object with a transaction id (`tid`)
@@ -371,6 +391,163 @@ impl CpuSlot {
             return None;
         }
         Some((ft, base, last))
+    }
+
+    /// The exclusive owner's pop of the first free object of the CPU
+    /// freelist (the fast path of `slab_alloc_node`). On a miss nothing
+    /// changed.
+    #[expect(
+        unsafe_code,
+        reason = "the fast path reads the free pointer of a free object"
+    )]
+    #[inline(always)]
+    pub(crate) fn owner_pop(&self) -> Result<*mut u8, PopMiss> {
+        let (ft, base, last) = self.enter();
+        let (head, _) = unpack(ft);
+        let off = head as usize;
+        // One test covers a closed slot, an empty freelist and a slot
+        // without a slab (see `CpuSlot`).
+        if off > last {
+            self.leave();
+            return Err(PopMiss::Slow);
+        }
+        // SAFETY: `base + off` is the first free object of this CPU's slab,
+        // which only this thread pops while the slot is open; the word is
+        // aligned and inside the direct map.
+        let next = unsafe { raw::load_free_word(base, off + self.offset) };
+        if next != NIL && next > last {
+            self.leave();
+            return Err(PopMiss::Corrupted {
+                ft,
+                obj: base.wrapping_add(off),
+            });
+        }
+        self.ft.store(bump(ft, head, next), Release);
+        self.leave();
+        Ok(base.wrapping_add(off))
+    }
+
+    /// After [`PopMiss::Corrupted`] on an exclusive owner's pop that read
+    /// `ft`: drops the rest of the freelist, unless a remote closer changed
+    /// the word since.
+    #[cold]
+    #[inline(never)]
+    fn owner_drop_list(&self, ft: u64) {
+        let (now, _, _) = self.enter();
+        if now == ft {
+            let (_, tid) = unpack(ft);
+            self.ft.store(pack(F_NIL, tid.wrapping_add(1)), Release);
+        }
+        self.leave();
+    }
+
+    /// The same pop for a thread that may share its CPU: one
+    /// compare-exchange of the packed word, retried while other threads
+    /// change it. On a miss nothing changed.
+    #[expect(
+        unsafe_code,
+        reason = "the fast path reads a free pointer without holding the slab"
+    )]
+    #[inline(always)]
+    pub(crate) fn shared_pop(&self) -> Result<*mut u8, PopMiss> {
+        loop {
+            let Some((ft, base, last)) = self.snapshot() else {
+                continue;
+            };
+            let (head, tid) = unpack(ft);
+            let off = head as usize;
+            if off > last {
+                return Err(PopMiss::Slow);
+            }
+            // SAFETY: `base + off` was the first free object of this CPU's
+            // slab at the snapshot; see `raw::load_free_word` for the race
+            // with a thread that pops it first, after which the value read
+            // is thrown away because the compare-exchange below fails.
+            let next = unsafe { raw::load_free_word(base, off + self.offset) };
+            if next != NIL && next > last {
+                return Err(PopMiss::Corrupted {
+                    ft,
+                    obj: base.wrapping_add(off),
+                });
+            }
+            if self
+                .ft
+                .compare_exchange(ft, pack(head32(next), tid.wrapping_add(1)), AcqRel, Relaxed)
+                .is_ok()
+            {
+                return Ok(base.wrapping_add(off));
+            }
+        }
+    }
+
+    /// The exclusive owner's push of the object at `addr`, given back by
+    /// its owner, onto the CPU freelist when it lies in the CPU slab (the
+    /// fast path of `do_slab_free`). On a miss nothing changed.
+    #[expect(
+        unsafe_code,
+        reason = "the fast path writes the free pointer of a freed object"
+    )]
+    #[inline(always)]
+    pub(crate) fn owner_push(&self, addr: usize) -> Result<(), PushMiss> {
+        let (ft, base, last) = self.enter();
+        let (head, _) = unpack(ft);
+        let off = addr.wrapping_sub(base.addr());
+        // A slot without a slab has a null base and `last == 0`, so `off`
+        // is the address itself, above `last`.
+        if head == F_CLOSED || off > last {
+            self.leave();
+            return Err(PushMiss::Slow);
+        }
+        if !self.is_slot_start(off) || off == head as usize {
+            self.leave();
+            return Err(PushMiss::Bad { off, last });
+        }
+        // SAFETY: `base + off` is an object start of this CPU's slab
+        // (`off <= last`), and the object is the caller's, given back:
+        // nobody else writes it. The word is aligned (the slab is
+        // page-aligned, and a cache without debug flags has whole-word
+        // slots and free-pointer offset, as `Cache::new` asserts) and inside
+        // the direct map, which stays mapped while the allocator lives.
+        unsafe { raw::store_free_word(base, off + self.offset, head_off(head)) };
+        self.ft.store(bump(ft, head, off), Release);
+        self.leave();
+        Ok(())
+    }
+
+    /// The same push for a thread that may share its CPU: one
+    /// compare-exchange of the packed word, retried while other threads
+    /// change it. On a miss nothing changed.
+    #[expect(
+        unsafe_code,
+        reason = "the fast path writes the free pointer of a freed object"
+    )]
+    #[inline(always)]
+    pub(crate) fn shared_push(&self, addr: usize) -> Result<(), PushMiss> {
+        loop {
+            let Some((ft, base, last)) = self.snapshot() else {
+                continue;
+            };
+            let (head, tid) = unpack(ft);
+            let off = addr.wrapping_sub(base.addr());
+            if head == F_CLOSED || off > last {
+                return Err(PushMiss::Slow);
+            }
+            // The snapshot is consistent, so the verdict is about the slab
+            // this CPU held at that moment.
+            if !self.is_slot_start(off) || off == head as usize {
+                return Err(PushMiss::Bad { off, last });
+            }
+            // SAFETY: as in `owner_push`; a delayed pop of another thread
+            // may read the word, atomically (see `raw::load_free_word`).
+            unsafe { raw::store_free_word(base, off + self.offset, head_off(head)) };
+            if self
+                .ft
+                .compare_exchange(ft, pack(off as u32, tid.wrapping_add(1)), AcqRel, Relaxed)
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -953,10 +1130,6 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
 
     /// [`SlabAllocator::cache_free`] for a thread that may share its CPU:
     /// the push is a compare-exchange of the packed word.
-    #[expect(
-        unsafe_code,
-        reason = "the fast path writes the free pointer of a freed object"
-    )]
     #[inline]
     fn shared_free<'c>(
         &'c self,
@@ -966,51 +1139,17 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         slab: Option<u32>,
     ) -> Result<(), SlabError> {
         let addr = obj.as_ptr().addr();
-        loop {
-            // `do_slab_free` fast path: push onto this CPU's freelist with one
-            // compare-exchange when the object is in this CPU's slab.
-            let Some((ft, base, last)) = slot.snapshot() else {
-                continue;
-            };
-            let (head, tid) = unpack(ft);
-            let off = addr.wrapping_sub(base.addr());
-            // A slot without a slab has a null base and `last == 0`, so
-            // `off` is the address itself, above `last`.
-            if head == F_CLOSED || off > last {
-                break;
-            }
-            // The snapshot is consistent, so the verdict is about the slab
-            // this CPU held at that moment.
-            if !slot.is_slot_start(off) || off == head as usize {
-                return Err(cold::bad_cpu_free(cache.get(), addr, off, last));
-            }
-            // SAFETY: `base + off` is an object start of a slab of this cache
-            // (`off <= last`), and the object is the caller's, given back:
-            // nobody else writes it. The word is aligned (the slab is
-            // page-aligned, and a cache without debug flags has whole-word
-            // slots and free-pointer offset, as `Cache::new` asserts) and
-            // inside the direct map, which stays mapped while the allocator
-            // lives.
-            unsafe {
-                raw::store_free_word(base, off + slot.offset, head_off(head));
-            };
-            if slot
-                .ft
-                .compare_exchange(ft, pack(off as u32, tid.wrapping_add(1)), AcqRel, Relaxed)
-                .is_ok()
-            {
-                return Ok(());
+        match slot.shared_push(addr) {
+            Ok(()) => Ok(()),
+            Err(PushMiss::Slow) => self.free_slow(cache.get(), obj, slab),
+            Err(PushMiss::Bad { off, last }) => {
+                Err(cold::bad_cpu_free(cache.get(), addr, off, last))
             }
         }
-        self.free_slow(cache.get(), obj, slab)
     }
 
     /// [`SlabAllocator::cache_free`] for the CPU's exclusive owner: the same
     /// checks and push, with a plain store of the packed word.
-    #[expect(
-        unsafe_code,
-        reason = "the fast path writes the free pointer of a freed object"
-    )]
     #[inline(always)]
     fn owner_free<'c>(
         &'c self,
@@ -1020,25 +1159,13 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         slab: Option<u32>,
     ) -> Result<(), SlabError> {
         let addr = obj.as_ptr().addr();
-        let (ft, base, last) = slot.enter();
-        let (head, _) = unpack(ft);
-        let off = addr.wrapping_sub(base.addr());
-        // As in `shared_free`, a slot without a slab fails `off <= last`.
-        if head == F_CLOSED || off > last {
-            slot.leave();
-            return self.free_slow(cache.get(), obj, slab);
+        match slot.owner_push(addr) {
+            Ok(()) => Ok(()),
+            Err(PushMiss::Slow) => self.free_slow(cache.get(), obj, slab),
+            Err(PushMiss::Bad { off, last }) => {
+                Err(cold::bad_cpu_free(cache.get(), addr, off, last))
+            }
         }
-        if !slot.is_slot_start(off) || off == head as usize {
-            slot.leave();
-            return Err(cold::bad_cpu_free(cache.get(), addr, off, last));
-        }
-        // SAFETY: as in `shared_free`: an object start of this CPU's slab,
-        // given back by the caller, with an aligned free pointer inside the
-        // direct map.
-        unsafe { raw::store_free_word(base, off + slot.offset, head_off(head)) };
-        slot.ft.store(bump(ft, head, off), Release);
-        slot.leave();
-        Ok(())
     }
 
     /// Checks that `meta` (looked up from the frame of `addr`) is a live slab
@@ -1293,10 +1420,6 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
 
     /// [`SlabAllocator::cache_alloc`] for a thread that may share its CPU:
     /// the pop is a compare-exchange of the packed word.
-    #[expect(
-        unsafe_code,
-        reason = "the fast path reads a free pointer without holding the slab"
-    )]
     #[inline]
     fn shared_alloc<'c>(
         &'c self,
@@ -1305,53 +1428,28 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         cpu: usize,
         gfp: Gfp,
     ) -> Result<NonNull<u8>, SlabError> {
-        let obj = loop {
-            // The fast path: pop this CPU's first free object with one
-            // compare-exchange of the freelist and its tid.
-            let Some((ft, base, last)) = slot.snapshot() else {
-                continue;
-            };
-            let (head, tid) = unpack(ft);
-            let off = head as usize;
-            // One test covers a closed slot, an empty freelist and a slot
-            // without a slab (see `CpuSlot`).
-            if off > last {
-                return self.alloc_slow(cache.get(), slot, cpu, gfp);
-            }
-            // SAFETY: `base + off` was the first free object of this CPU's
-            // slab at the snapshot; see `raw::load_free_word` for the race
-            // with a thread that pops it first, after which the value read
-            // is thrown away because the compare-exchange below fails.
-            let next = unsafe { raw::load_free_word(base, off + slot.offset) };
-            if next != NIL && next > last {
-                // The free pointer was overwritten: drop the rest of the
-                // list if it is still this CPU's, and report.
-                if slot
-                    .ft
-                    .compare_exchange(ft, pack(F_NIL, tid.wrapping_add(1)), AcqRel, Relaxed)
-                    .is_ok()
-                {
-                    return Err(cold::corrupted(cache.get(), base.addr().wrapping_add(off)));
+        loop {
+            match slot.shared_pop() {
+                Ok(obj) => return self.handed(cache, obj, gfp),
+                Err(PopMiss::Slow) => return self.alloc_slow(cache.get(), slot, cpu, gfp),
+                Err(PopMiss::Corrupted { ft, obj }) => {
+                    // Drop the rest of the list if it is still this CPU's,
+                    // and report; else look again.
+                    let (_, tid) = unpack(ft);
+                    if slot
+                        .ft
+                        .compare_exchange(ft, pack(F_NIL, tid.wrapping_add(1)), AcqRel, Relaxed)
+                        .is_ok()
+                    {
+                        return Err(cold::corrupted(cache.get(), obj.addr()));
+                    }
                 }
-                continue;
             }
-            if slot
-                .ft
-                .compare_exchange(ft, pack(head32(next), tid.wrapping_add(1)), AcqRel, Relaxed)
-                .is_ok()
-            {
-                break base.wrapping_add(off);
-            }
-        };
-        self.handed(cache, obj, gfp)
+        }
     }
 
     /// [`SlabAllocator::cache_alloc`] for the CPU's exclusive owner: the same
     /// pop, with a plain store of the packed word.
-    #[expect(
-        unsafe_code,
-        reason = "the fast path reads the free pointer of a free object"
-    )]
     #[inline(always)]
     fn owner_alloc<'c>(
         &'c self,
@@ -1360,27 +1458,14 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         cpu: usize,
         gfp: Gfp,
     ) -> Result<NonNull<u8>, SlabError> {
-        let (ft, base, last) = slot.enter();
-        let (head, tid) = unpack(ft);
-        let off = head as usize;
-        // As in `shared_alloc`, one test covers every reason to go slow.
-        if off > last {
-            slot.leave();
-            return self.alloc_slow(cache.get(), slot, cpu, gfp);
+        match slot.owner_pop() {
+            Ok(obj) => self.handed(cache, obj, gfp),
+            Err(PopMiss::Slow) => self.alloc_slow(cache.get(), slot, cpu, gfp),
+            Err(PopMiss::Corrupted { ft, obj }) => {
+                slot.owner_drop_list(ft);
+                Err(cold::corrupted(cache.get(), obj.addr()))
+            }
         }
-        // SAFETY: `base + off` is the first free object of this CPU's slab,
-        // which only this thread pops while the slot is open; the word is
-        // aligned and inside the direct map.
-        let next = unsafe { raw::load_free_word(base, off + slot.offset) };
-        if next != NIL && next > last {
-            // The free pointer was overwritten: drop the rest of the list.
-            slot.ft.store(pack(F_NIL, tid.wrapping_add(1)), Release);
-            slot.leave();
-            return Err(cold::corrupted(cache.get(), base.addr().wrapping_add(off)));
-        }
-        slot.ft.store(bump(ft, head, next), Release);
-        slot.leave();
-        self.handed(cache, base.wrapping_add(off), gfp)
     }
 
     /// A popped object as the fast paths return it: as is in the common
@@ -2049,14 +2134,33 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         src.0.copy_to(src.1, dst.0, dst.1, n)
     }
 
-    /// The memory of the slab holding the live object at `addr` (kept alive by that object).
-    pub(crate) fn object_mem(&self, addr: usize) -> Option<(SlabMem, usize)> {
-        let Ok(Lookup::Slab { id, .. }) = self.lookup(addr) else {
-            return None;
-        };
+    /// The memory of slab `id`, which holds the live object at `addr` (kept
+    /// alive by that object), and the object's offset in it.
+    pub(crate) fn object_mem(&self, (addr, id): (usize, u32)) -> Option<(SlabMem, usize)> {
         let meta = self.meta(id)?;
         let mem = Self::slab_mem(meta)?;
         Some((mem, addr.wrapping_sub(mem.base().as_ptr().addr())))
+    }
+
+    /// For `krealloc`: the cache, slab memory and offset of the object at
+    /// `addr` in slab `id` (as [`SlabAllocator::lookup`] found it), which the
+    /// caller holds, so that its slab stays live: validated without the node
+    /// lock, as a free is.
+    pub(crate) fn held_object(
+        &self,
+        addr: usize,
+        id: u32,
+    ) -> Result<(&Arc<Cache>, SlabMem, usize), SlabError> {
+        // `let … else`, not `ok_or`: see `free_large`.
+        let Some(meta) = self.meta(id) else {
+            return Err(SlabError::ForeignPointer { addr });
+        };
+        let owner = meta.cache.load(Relaxed).checked_sub(1);
+        let Some(cache) = owner.and_then(|c| self.cache_by_id(c)) else {
+            return Err(SlabError::ForeignPointer { addr });
+        };
+        let (off, mem, _) = self.validate(cache, meta, addr)?;
+        Ok((cache, mem, off))
     }
 
     /// Checks a cache's structure with all its locks held.

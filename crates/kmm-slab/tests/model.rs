@@ -23,13 +23,17 @@ enum Op {
         cache: usize,
         cpu: usize,
     },
+    /// `fast`: try `kmalloc_fast` first (then `kmalloc` if it declines).
     Kmalloc {
         size: usize,
         cpu: usize,
+        fast: bool,
     },
+    /// `fast`: try `kfree_fast` first (then `kfree` if it declines).
     Free {
         which: usize,
         cpu: usize,
+        fast: bool,
     },
     Shrink {
         cache: usize,
@@ -44,8 +48,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1usize..=8192, prop::sample::select(vec![0usize, 8, 16, 64, 256]), 0u8..8)
             .prop_map(|(size, align, flags)| Op::Create { size, align, flags }),
         8 => (0usize..6, 0usize..2).prop_map(|(cache, cpu)| Op::Alloc { cache, cpu }),
-        3 => (0usize..20000, 0usize..2).prop_map(|(size, cpu)| Op::Kmalloc { size, cpu }),
-        8 => (any::<usize>(), 0usize..2).prop_map(|(which, cpu)| Op::Free { which, cpu }),
+        3 => (0usize..20000, 0usize..2, any::<bool>())
+            .prop_map(|(size, cpu, fast)| Op::Kmalloc { size, cpu, fast }),
+        8 => (any::<usize>(), 0usize..2, any::<bool>())
+            .prop_map(|(which, cpu, fast)| Op::Free { which, cpu, fast }),
         1 => (0usize..6).prop_map(|cache| Op::Shrink { cache }),
         1 => (0usize..6).prop_map(|cache| Op::Destroy { cache }),
     ]
@@ -149,9 +155,19 @@ fn run(ops: &[Op], exclusive: bool) -> Result<(), TestCaseError> {
                     .is_none();
                 prop_assert!(fresh);
             }
-            Op::Kmalloc { size, cpu } => {
+            Op::Kmalloc { size, cpu, fast } => {
                 cpus.set_current(cpu).unwrap();
-                let p = m.slab.kmalloc(size, GFP_KERNEL).unwrap();
+                let quick = if fast {
+                    m.slab.kmalloc_fast(size, GFP_KERNEL)
+                } else {
+                    None
+                };
+                // Only the kmalloc caches' CPU freelists serve it.
+                prop_assert!(quick.is_none() || (1..=8192).contains(&size));
+                let p = match quick {
+                    Some(p) => p,
+                    None => m.slab.kmalloc(size, GFP_KERNEL).unwrap(),
+                };
                 if size == 0 {
                     continue;
                 }
@@ -173,7 +189,7 @@ fn run(ops: &[Op], exclusive: bool) -> Result<(), TestCaseError> {
                     .is_none();
                 prop_assert!(fresh);
             }
-            Op::Free { which, cpu } => {
+            Op::Free { which, cpu, fast } => {
                 if live.is_empty() {
                     continue;
                 }
@@ -181,11 +197,18 @@ fn run(ops: &[Op], exclusive: bool) -> Result<(), TestCaseError> {
                 let (p, l) = live.remove(&key).unwrap();
                 prop_assert!(check_stamp(p, l.size, l.tag), "object contents corrupted");
                 cpus.set_current(cpu).unwrap();
-                match l.cache {
-                    // `kfree` takes cache objects too (through the slab's
-                    // descriptor, where kmalloc objects' frames name their cache).
-                    Some(c) if which % 2 == 0 => m.slab.kmem_cache_free(&caches[c].0, p).unwrap(),
-                    Some(_) | None => m.slab.kfree(Some(p)).unwrap(),
+                if fast && m.slab.kfree_fast(p) {
+                    // Only objects of the kmalloc caches' CPU slabs.
+                    prop_assert!(l.cache.is_none() && l.size <= 8192);
+                } else {
+                    match l.cache {
+                        // `kfree` takes cache objects too (through the slab's
+                        // descriptor, where kmalloc objects' frames name their cache).
+                        Some(c) if which % 2 == 0 => {
+                            m.slab.kmem_cache_free(&caches[c].0, p).unwrap()
+                        }
+                        Some(_) | None => m.slab.kfree(Some(p)).unwrap(),
+                    }
                 }
             }
             Op::Shrink { cache } => {

@@ -20,6 +20,7 @@
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::{Cell, RefCell};
 use core::ptr::{self, NonNull};
@@ -40,13 +41,69 @@ use crate::{
 std::thread_local! {
     /// Whether this thread is inside kmm now (re-entrant calls go to `System`).
     static IN_KMM: Cell<bool> = const { Cell::new(false) };
-    /// The CPU of the machine this thread is bound to, plus one; 0 before
-    /// its first allocation.
-    static CPU: Cell<usize> = const { Cell::new(0) };
-    /// This thread's exclusive hold on its CPU, given back when the thread
-    /// exits (its destructor runs before that of `kmm_host`'s table, which
-    /// the binding registered first).
-    static HOLD: RefCell<Option<CpuBinding<'static>>> = const { RefCell::new(None) };
+    /// The machine total that [`PENDING`] belongs to: the machine whose
+    /// slow path this thread took last. The fast path counts only for it.
+    static PENDING_FOR: Cell<Option<&'static AtomicUsize>> = const { Cell::new(None) };
+    /// Allocations this thread's fast paths served, not yet added to
+    /// [`PENDING_FOR`]: a plain thread-local increment per allocation, added
+    /// on the thread's next slow path and when it exits.
+    static PENDING: Cell<usize> = const { Cell::new(0) };
+    /// This thread's CPU bindings, one per machine it allocated from, given
+    /// back when the thread exits (see [`Bindings`]).
+    static BINDINGS: RefCell<Bindings> = const { RefCell::new(Bindings(Vec::new())) };
+}
+
+/// A thread's CPU bindings. Dropped when the thread exits: it adds the
+/// thread's [`PENDING`] count to its machine, then gives the CPUs back
+/// (before `kmm_host`'s own table goes, which the first binding registered
+/// first).
+struct Bindings(Vec<CpuBinding<'static>>);
+
+impl Drop for Bindings {
+    fn drop(&mut self) {
+        settle(None, 0);
+    }
+}
+
+/// How many allocations a thread keeps in [`PENDING`] before a slow path
+/// of its adds them to the machine's total: one atomic addition per so
+/// many slow-path allocations (a thread sharing its CPU takes the slow
+/// path every time).
+const PENDING_MAX: usize = 64;
+
+/// Counts `extra` allocations for the machine whose total is `next`
+/// (`None`: for none; the thread is exiting), in [`PENDING`] while they
+/// stay few. A change of machine, a full [`PENDING`], or an exiting thread
+/// (with [`BINDINGS`] gone, nothing would add the count later) adds the
+/// pending count to the machine it belongs to.
+fn settle(next: Option<&'static AtomicUsize>, extra: usize) {
+    let exiting = BINDINGS.try_with(|_| ()).is_err();
+    let next = if exiting { None } else { next };
+    let last = PENDING_FOR.with(Cell::get);
+    let pending = PENDING.with(Cell::get);
+    match (last, next) {
+        (Some(last), Some(next)) if ptr::eq(last, next) => {
+            let n = pending + extra;
+            if n < PENDING_MAX {
+                PENDING.with(|p| p.set(n));
+            } else {
+                PENDING.with(|p| p.set(0));
+                next.fetch_add(n, Relaxed);
+            }
+        }
+        _ => {
+            if let Some(last) = last {
+                last.fetch_add(pending, Relaxed);
+            }
+            PENDING.with(|p| p.set(0));
+            PENDING_FOR.with(|f| f.set(next));
+            if extra > 0
+                && let Some(total) = next.or(last)
+            {
+                total.fetch_add(extra, Relaxed);
+            }
+        }
+    }
 }
 
 /// The slab layer of a [`GlobalKmalloc`]'s machine.
@@ -64,9 +121,11 @@ struct Machine {
     /// allocator, which lives as long as the program) so that a thread's
     /// exclusive binding can live in a thread-local.
     cpus: &'static HostCpus,
-    /// Allocations kmalloc served, per CPU: one shared counter would be a
-    /// cache line every allocating thread writes.
-    kmallocs: Box<[CachePadded<AtomicUsize>]>,
+    /// Allocations kmalloc served, but for those still pending in running
+    /// threads ([`PENDING`]): leaked, like `cpus`, so that a thread-local
+    /// can name it.
+    /// On a line of its own, which only the slow paths write.
+    kmallocs: &'static AtomicUsize,
     /// The direct map's address range, `[start, end)`: the whole mapping,
     /// holes included (they are mapped inaccessible, so nothing else can
     /// be placed there).
@@ -116,7 +175,12 @@ impl core::fmt::Debug for GlobalKmalloc {
 /// Counters of a [`GlobalKmalloc`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GlobalKmallocStats {
-    /// Allocations `kmalloc` served.
+    /// Allocations `kmalloc` served. A thread counts its allocations in a
+    /// thread-local first and adds them on its next slow path (every few
+    /// dozen allocations at most, and whenever it refills a CPU slab) and
+    /// when it exits, so the figure includes every allocation of the
+    /// calling thread and of exited threads, and may lag by a few dozen per
+    /// other running thread (as jemalloc's merged thread-cache counts do).
     pub kmallocs: usize,
     /// Allocations the system allocator served (re-entrant, too large, or no machine).
     pub fallbacks: usize,
@@ -151,13 +215,16 @@ impl GlobalKmalloc {
         }
     }
 
-    /// The counters so far.
+    /// The counters so far (see [`GlobalKmallocStats::kmallocs`] on what
+    /// running threads have not added yet).
     pub fn stats(&self) -> GlobalKmallocStats {
         GlobalKmallocStats {
-            kmallocs: self
-                .machine
-                .get()
-                .map_or(0, |m| m.kmallocs.iter().map(|c| c.load(Relaxed)).sum()),
+            kmallocs: self.machine.get().map_or(0, |m| {
+                let mine = PENDING_FOR
+                    .with(Cell::get)
+                    .is_some_and(|f| ptr::eq(f, m.kmallocs));
+                m.kmallocs.load(Relaxed) + if mine { PENDING.with(Cell::get) } else { 0 }
+            }),
             fallbacks: self.fallbacks.load(Relaxed),
             errors: self.errors.load(Relaxed),
         }
@@ -210,9 +277,8 @@ impl GlobalKmalloc {
             let mm = MemoryManager::boot_with(config, cpus.clone()).map_err(drop)?;
             let cpus: &'static HostCpus = Box::leak(Box::new(cpus));
             let slab = mm.slab.clone().ok_or(())?;
-            let kmallocs = (0..self.nr_cpus)
-                .map(|_| CachePadded::new(AtomicUsize::new(0)))
-                .collect();
+            let kmallocs: &'static AtomicUsize =
+                Box::leak(Box::new(CachePadded::new(AtomicUsize::new(0))));
             let phys = mm.pages().phys();
             let direct_map = phys
                 .linear_map_base()
@@ -232,39 +298,38 @@ impl GlobalKmalloc {
         booted.ok()
     }
 
-    /// The machine and the calling thread's CPU, binding the thread to
-    /// the next CPU (round-robin) on its first allocation.
+    /// Binds the calling thread to a CPU of `machine` on its first
+    /// allocation there (a thread-local read once it is bound: `HostCpus`'
+    /// mirror of the machine it used last).
     #[inline]
-    fn machine_and_cpu(&self) -> Option<(&Machine, usize)> {
-        let machine = self.machine()?;
-        let cpu = match CPU.try_with(Cell::get) {
-            Ok(0) => {
-                let cpu = Self::bind_thread(machine.cpus, self.next_cpu.fetch_add(1, Relaxed));
-                let _ = CPU.try_with(|c| c.set(cpu + 1));
-                cpu
-            }
-            Ok(plus_one) => plus_one - 1,
-            Err(_) => 0,
-        };
-        Some((machine, cpu))
+    fn ensure_bound(&self, machine: &Machine) {
+        if machine.slab.cpu_context().current_cpu_quick().is_none() {
+            self.bind_searched(machine);
+        }
+    }
+
+    /// [`GlobalKmalloc::ensure_bound`] when the thread's mirror answers for
+    /// another machine or for none: a search of its bindings.
+    #[cold]
+    #[inline(never)]
+    fn bind_searched(&self, machine: &Machine) {
+        if machine.cpus.bound_cpu().is_none() {
+            Self::bind_thread(machine.cpus, self.next_cpu.fetch_add(1, Relaxed));
+        }
     }
 
     /// Binds the calling thread, the `n`th to allocate, to a CPU: CPU
-    /// `(n + 1) % nr_cpus` alone if it is free and not CPU 0 (the hold lasts
-    /// until the thread exits), else shared (that binding is forgotten: it
-    /// lasts as long as the thread, and its table entry goes with the
-    /// thread's locals). Returns the CPU the thread runs as.
-    fn bind_thread(cpus: &'static HostCpus, n: usize) -> usize {
+    /// `(n + 1) % nr_cpus` alone if it is free and not CPU 0, else shared.
+    /// The binding lasts until the thread exits ([`BINDINGS`]); with no
+    /// thread-locals left to keep it in (the thread is exiting), it is given
+    /// back at once.
+    fn bind_thread(cpus: &'static HostCpus, n: usize) {
         let cpu = (n + 1) % cpus.nr_cpus();
-        if let Ok(hold) = cpus.bind_exclusive(cpu) {
-            // A hold on another allocator's machine is given back (the old
-            // value is dropped); with no thread-locals left to keep it in,
-            // the new one is given back at once.
-            let _ = HOLD.try_with(|h| h.replace(Some(hold)));
-        } else if let Ok(binding) = cpus.bind(cpu) {
-            core::mem::forget(binding);
+        let binding = cpus.bind_exclusive(cpu).or_else(|_| cpus.bind(cpu));
+        if let Ok(binding) = binding {
+            // The vector grows inside kmm, so from the system allocator.
+            let _ = BINDINGS.try_with(|b| b.borrow_mut().0.push(binding));
         }
-        cpus.current_cpu()
     }
 
     /// The kmalloc size for `layout` (see the type's docs on alignment).
@@ -277,7 +342,8 @@ impl GlobalKmalloc {
     fn try_kmalloc(&self, layout: Layout, zero: bool) -> Option<NonNull<u8>> {
         let size = Self::kmalloc_size(layout)?;
         guarded(|| {
-            let (machine, cpu) = self.machine_and_cpu()?;
+            let machine = self.machine()?;
+            self.ensure_bound(machine);
             let slab = &machine.slab;
             let ptr = if zero {
                 slab.kzalloc(size, GFP_KERNEL)
@@ -290,37 +356,40 @@ impl GlobalKmalloc {
                 let _ = slab.kfree(Some(ptr));
                 return None;
             }
-            if let Some(count) = machine.kmallocs.get(cpu) {
-                count.fetch_add(1, Relaxed);
-            }
+            settle(Some(machine.kmallocs), 1);
             Some(ptr)
         })
         .flatten()
     }
 
-    /// `krealloc` of a kmalloc object to `new_layout`: the same pointer when
-    /// its bucket already holds the new size (`ksize`), else a new kmalloc
-    /// object with the contents copied and the old one freed. `None` (the old
-    /// object untouched) when kmalloc cannot serve the new size.
-    fn try_krealloc(&self, ptr: *mut u8, new_layout: Layout) -> Option<NonNull<u8>> {
-        // Above a page, only the size classes guarantee the alignment (large
-        // blocks are page-aligned); leave those to alloc + copy + free, which
-        // checks.
-        if new_layout.align() > kmm_page::PAGE_SIZE {
+    /// The fast path of `alloc`: an object popped off the thread's CPU
+    /// freelist ([`SlabAllocator::kmalloc_fast`]), or `None` for
+    /// [`GlobalKmalloc::allocate`]. It makes no call, so `alloc` saves few
+    /// registers when it returns from here; it needs no re-entrancy guard,
+    /// as it allocates nothing and takes no lock (a pop in the middle of a
+    /// slow path of the same thread is what an interrupt's `kmalloc` is to
+    /// a kernel CPU). It counts the allocation in the thread's [`PENDING`],
+    /// and serves only a thread whose last slow path was on this machine,
+    /// which is what that count belongs to. Alignments above 8 take the slow
+    /// path, which checks the object's alignment.
+    #[inline(always)]
+    fn alloc_fast(&self, layout: Layout) -> Option<NonNull<u8>> {
+        if layout.align() > 8 {
             return None;
         }
-        let size = Self::kmalloc_size(new_layout)?;
-        let old = NonNull::new(ptr)?;
-        guarded(|| {
-            let (machine, _) = self.machine_and_cpu()?;
-            let new = machine.slab.krealloc(Some(old), size, GFP_KERNEL).ok()?;
-            // A new object is aligned by its size class or its page-aligned
-            // block (see the type's docs); the old one was aligned for the
-            // same alignment.
-            debug_assert!(new.as_ptr().addr().is_multiple_of(new_layout.align()));
-            Some(new)
-        })
-        .flatten()
+        let machine = self.machine.get()?;
+        if !PENDING_FOR
+            .with(Cell::get)
+            .is_some_and(|f| ptr::eq(f, machine.kmallocs))
+        {
+            return None;
+        }
+        let (_, true) = machine.slab.cpu_context().current_cpu_quick()? else {
+            return None;
+        };
+        let ptr = machine.slab.kmalloc_fast(layout.size(), GFP_KERNEL)?;
+        PENDING.with(|p| p.set(p.get() + 1));
+        Some(ptr)
     }
 
     /// Allocates `layout` from kmalloc or the system allocator.
@@ -328,6 +397,7 @@ impl GlobalKmalloc {
     /// # Safety
     ///
     /// As [`GlobalAlloc::alloc`].
+    #[inline(never)]
     unsafe fn allocate(&self, layout: Layout, zero: bool) -> *mut u8 {
         if let Some(ptr) = self.try_kmalloc(layout, zero) {
             return ptr.as_ptr();
@@ -342,8 +412,17 @@ impl GlobalKmalloc {
         }
     }
 
+    /// Whether `ptr` lies in the machine's direct map, so that it is (or
+    /// was) kmalloc's and `dealloc` gives it to `kfree`: a compare against
+    /// the map's bounds. Lets a program that dispatches between several
+    /// allocators route a block without asking each.
+    #[inline]
+    pub fn owns(&self, ptr: *const u8) -> bool {
+        self.owner_of(ptr.cast_mut()).is_some()
+    }
+
     /// The machine, if `ptr` lies in its direct map (so kmalloc handed it
-    /// out): a compare against the map's bounds, on every `dealloc`.
+    /// out): a compare against the map's bounds.
     #[inline]
     fn owner_of(&self, ptr: *mut u8) -> Option<&Machine> {
         self.machine
@@ -361,7 +440,11 @@ impl GlobalKmalloc {
 // and the machine lives as long as the allocator); all others go back to
 // `System`, which handed them out with the same layout.
 unsafe impl GlobalAlloc for GlobalKmalloc {
+    #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if let Some(ptr) = self.alloc_fast(layout) {
+            return ptr.as_ptr();
+        }
         // SAFETY: the caller's promises are passed on.
         unsafe { self.allocate(layout, false) }
     }
@@ -371,7 +454,56 @@ unsafe impl GlobalAlloc for GlobalKmalloc {
         unsafe { self.allocate(layout, true) }
     }
 
+    #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if let Some(machine) = self.machine.get()
+            && let Some((_, true)) = machine.slab.cpu_context().current_cpu_quick()
+            && let Some(p) = NonNull::new(ptr)
+            && machine.slab.kfree_fast(p)
+        {
+            return;
+        }
+        // SAFETY: the caller's promises are passed on.
+        unsafe { self.deallocate(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // `krealloc`'s rule: the same block while its bucket holds the new
+        // size. The bucket is worked out from the old layout, as `alloc`
+        // asked for it, so it is never more than the block's real one (a
+        // block shrunk in place keeps a bigger bucket than its layout says,
+        // and only moves sooner for it); the alignment is the same.
+        if let Some(old) = Self::kmalloc_size(layout)
+            && kmm_slab::kmalloc_size_roundup(old).is_some_and(|bucket| new_size <= bucket)
+            && self.owner_of(ptr).is_some()
+        {
+            return ptr;
+        }
+        // SAFETY: the caller promises `new_size` rounded to the alignment does
+        // not overflow `isize`, and the alignment is a power of two.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // SAFETY: the caller's promises for `new_layout` hold (non-zero size).
+        let new = unsafe { self.alloc(new_layout) };
+        if !new.is_null() {
+            // SAFETY: both blocks are live, distinct, and at least
+            // `min(old, new)` bytes long.
+            unsafe { ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size)) };
+            // SAFETY: `ptr` is live with `layout`, given back once.
+            unsafe { self.dealloc(ptr, layout) };
+        }
+        new
+    }
+}
+
+impl GlobalKmalloc {
+    /// The slow path of `dealloc`: `kfree` of a kmalloc object, or the
+    /// system allocator's `dealloc` of one of its blocks.
+    ///
+    /// # Safety
+    ///
+    /// As [`GlobalAlloc::dealloc`].
+    #[inline(never)]
+    unsafe fn deallocate(&self, ptr: *mut u8, layout: Layout) {
         if let Some(machine) = self.owner_of(ptr) {
             let freed = guarded(|| machine.slab.kfree(NonNull::new(ptr)).ok()).flatten();
             if freed.is_none() {
@@ -384,26 +516,5 @@ unsafe impl GlobalAlloc for GlobalKmalloc {
         // SAFETY: `ptr` is not kmalloc's, so the system allocator returned it
         // for `layout`, and the caller gives it back once.
         unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller promises `new_size` rounded to the alignment does
-        // not overflow `isize`, and the alignment is a power of two.
-        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        if self.owner_of(ptr).is_some()
-            && let Some(p) = self.try_krealloc(ptr, new_layout)
-        {
-            return p.as_ptr();
-        }
-        // SAFETY: the caller's promises for `new_layout` hold (non-zero size).
-        let new = unsafe { self.alloc(new_layout) };
-        if !new.is_null() {
-            // SAFETY: both blocks are live, distinct, and at least
-            // `min(old, new)` bytes long.
-            unsafe { ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size)) };
-            // SAFETY: `ptr` is live with `layout`, given back once.
-            unsafe { self.dealloc(ptr, layout) };
-        }
-        new
     }
 }

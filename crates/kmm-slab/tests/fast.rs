@@ -1,0 +1,140 @@
+//! `kmalloc_fast` and `kfree_fast`, the lockless per-CPU halves of `kmalloc`
+//! and `kfree`: they serve exactly the CPU freelists of the kmalloc caches,
+//! and decline everything else with the whole state unchanged, leaving it to
+//! `kmalloc` and `kfree` (which report the misuse). Each check runs on a
+//! shared CPU (compare-exchange) and on an exclusive one (plain stores).
+
+mod common;
+
+use core::ptr::NonNull;
+
+use common::{Machine, boot, boot_sole};
+use kmm_gfp::{GFP_DMA, GFP_KERNEL, Gfp};
+use kmm_percpu::FixedCpu;
+use kmm_slab::{SlabError, SlabFlags, ZERO_SIZE_PTR};
+
+fn at(p: NonNull<u8>, off: usize) -> NonNull<u8> {
+    NonNull::new(p.as_ptr().wrapping_add(off)).unwrap()
+}
+
+/// Both kinds of CPU: a `FixedCpu` of two CPUs, shared, then held alone.
+fn machines() -> [(Machine, std::sync::Arc<FixedCpu>); 2] {
+    [boot(2), boot_sole(2)]
+}
+
+#[test]
+fn the_fast_halves_pop_and_push_the_cpu_freelist() {
+    for (m, _) in machines() {
+        let free0 = m.buddy_free();
+        // No CPU slab yet: nothing to pop, and nothing changes.
+        let before = m.digest();
+        assert_eq!(m.slab.kmalloc_fast(64, GFP_KERNEL), None);
+        assert_eq!(m.digest(), before);
+        // `kmalloc` takes a slab for the CPU; the fast half pops the next one.
+        let p = m.slab.kmalloc(64, GFP_KERNEL).unwrap();
+        let q = m.slab.kmalloc_fast(50, GFP_KERNEL).unwrap();
+        assert_ne!(p, q);
+        assert_eq!(m.slab.cache_of(q).as_deref(), Some("kmalloc-64"));
+        assert_eq!(m.slab.ksize(q), Ok(64));
+        // SAFETY: `q` is a live 64-byte object.
+        unsafe { q.as_ptr().write_bytes(0x5a, 64) };
+        let row = |m: &Machine| {
+            let rows = m.slab.slabinfo_rows();
+            rows.iter()
+                .find(|r| r.name == "kmalloc-64")
+                .unwrap()
+                .active_objs
+        };
+        assert_eq!(row(&m), 2);
+        // The fast free pushes it back: the next pop (either half) returns it,
+        // and a second free of the head is a double free for `kfree`.
+        assert!(m.slab.kfree_fast(q));
+        assert_eq!(row(&m), 1);
+        let before = m.digest();
+        assert!(matches!(
+            m.slab.kfree(Some(q)),
+            Err(SlabError::DoubleFree { .. })
+        ));
+        assert_eq!(m.digest(), before);
+        assert_eq!(m.slab.kmalloc_fast(64, GFP_KERNEL), Some(q));
+        assert!(m.slab.kfree_fast(q));
+        assert_eq!(m.slab.kmalloc(64, GFP_KERNEL), Ok(q));
+        m.slab.kfree(Some(q)).unwrap();
+        m.slab.kfree(Some(p)).unwrap();
+        m.slab.check_invariants().unwrap();
+        m.assert_all_pages_back(free0);
+    }
+}
+
+#[test]
+fn kmalloc_fast_declines_what_kmalloc_does_more_for() {
+    for (m, _) in machines() {
+        // Warm every CPU slab a decline could wrongly reach.
+        let warm: Vec<_> = [8, 64, 8192]
+            .iter()
+            .map(|&s| m.slab.kmalloc(s, GFP_KERNEL).unwrap())
+            .collect();
+        let before = m.digest();
+        // Zero bytes, a large kmalloc, zeroing, and a `dma-kmalloc` cache
+        // whose CPU freelist is empty.
+        for (size, gfp) in [
+            (0, GFP_KERNEL),
+            (8193, GFP_KERNEL),
+            (1 << 20, GFP_KERNEL),
+            (64, GFP_KERNEL | Gfp::ZERO),
+            (64, GFP_DMA),
+        ] {
+            assert_eq!(m.slab.kmalloc_fast(size, gfp), None, "{size} {gfp:?}");
+            assert_eq!(m.digest(), before);
+        }
+        for p in warm {
+            m.slab.kfree(Some(p)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn kfree_fast_declines_everything_but_a_cpu_slab_object() {
+    for (m, cpus) in machines() {
+        let free0 = m.buddy_free();
+        let p = m.slab.kmalloc(128, GFP_KERNEL).unwrap();
+        let large = m.slab.kmalloc(20_000, GFP_KERNEL).unwrap();
+        let c = m
+            .slab
+            .kmem_cache_create("fast-test", 128, 0, SlabFlags::empty(), None)
+            .unwrap();
+        let obj = m.slab.kmem_cache_alloc(&c, GFP_KERNEL).unwrap();
+        // An object of CPU 1's slab, freed on CPU 0 (where it is remote).
+        cpus.set_current(1).unwrap();
+        let remote = m.slab.kmalloc(128, GFP_KERNEL).unwrap();
+        cpus.set_current(0).unwrap();
+        let mut stack = 0u64;
+        let on_stack = NonNull::from(&mut stack).cast::<u8>();
+        let before = m.digest();
+        for (what, ptr) in [
+            ("ZERO_SIZE_PTR", ZERO_SIZE_PTR),
+            ("the middle of an object", at(p, 8)),
+            ("a large kmalloc", large),
+            ("a kmem_cache object", obj),
+            ("another CPU's slab", remote),
+            ("a foreign pointer", on_stack),
+        ] {
+            assert!(!m.slab.kfree_fast(ptr), "{what}");
+            assert_eq!(m.digest(), before, "{what}");
+        }
+        // `kfree` then does what the fast half left: report or free.
+        assert!(matches!(
+            m.slab.kfree(Some(at(p, 8))),
+            Err(SlabError::NotObjectStart { .. })
+        ));
+        assert!(matches!(
+            m.slab.kfree(Some(on_stack)),
+            Err(SlabError::ForeignPointer { .. })
+        ));
+        for ptr in [p, large, obj, remote] {
+            m.slab.kfree(Some(ptr)).unwrap();
+        }
+        m.slab.kmem_cache_destroy(&c).unwrap();
+        m.assert_all_pages_back(free0);
+    }
+}
