@@ -241,12 +241,22 @@ pub const fn kmalloc_index(size: usize) -> Option<usize> {
     Some(fls(size - 1) as usize)
 }
 
-/// [`SIZE_INDEX`] less one: the position among the kmalloc caches.
-const SIZE_CLASS: [u8; 24] = {
-    let mut t = [0; 24];
+/// `kmalloc_index(s + 1) - 1` for every `s` below
+/// [`KMALLOC_MAX_CACHE_SIZE`] in steps of 8 (the sizes a step shares share
+/// a cache, since every class above 8 bytes is a multiple of 8): the
+/// position among the kmalloc caches. One table for every size, where
+/// Linux's `kmalloc_slab` reads `size_index` up to 192 bytes and takes
+/// `fls` above, so that every size takes the same path: 1 KiB.
+static SIZE_CLASS: [u8; KMALLOC_MAX_CACHE_SIZE / 8] = {
+    let mut t = [0; KMALLOC_MAX_CACHE_SIZE / 8];
     let mut i = 0;
-    while i < 24 {
-        t[i] = SIZE_INDEX[i] - 1;
+    while i < t.len() {
+        let s = i * 8;
+        t[i] = if s < 192 {
+            SIZE_INDEX[i] - 1
+        } else {
+            fls(s) as u8 - 1
+        };
         i += 1;
     }
     t
@@ -255,18 +265,15 @@ const SIZE_CLASS: [u8; 24] = {
 /// `kmalloc_index(size) - 1`, the position of the cache for `size` bytes
 /// among the kmalloc caches (kmalloc-96 first, then kmalloc-192, then
 /// kmalloc-8 up); `None` for 0 bytes and above `KMALLOC_MAX_CACHE_SIZE`.
-/// kmalloc's own lookup: one range test covers both ends, and the table
+/// kmalloc's own lookup: one range test covers both ends, and one table
 /// holds the position itself.
 #[inline(always)]
-pub(crate) const fn kmalloc_class(size: usize) -> Option<usize> {
+pub(crate) fn kmalloc_class(size: usize) -> Option<usize> {
     let s = size.wrapping_sub(1);
     if s >= KMALLOC_MAX_CACHE_SIZE {
         return None;
     }
-    if s < 192 {
-        return Some(SIZE_CLASS[s / 8] as usize);
-    }
-    Some(fls(s) as usize - 1)
+    Some(SIZE_CLASS[s / 8] as usize)
 }
 
 /// The object size of kmalloc cache `index` (`kmalloc_info[index].size`).
