@@ -210,6 +210,12 @@ pub struct ZonedAllocator<B: BuddyBackend> {
     /// single lowmem range.
     main: MainRange,
     linear_base: usize,
+    /// The zonelist's head for each combination of the four zone modifier
+    /// bits (`gfp & GFP_ZONEMASK`), for the allocation fast path.
+    zonelist_heads: [ZonelistHead; 16],
+    /// The position in `zones` of the zone with the most frames, where a
+    /// free looks for its frame first.
+    largest: usize,
     /// Internal operations that a backend refused (should stay 0; reported
     /// by `check_invariants`).
     internal_errors: AtomicUsize,
@@ -254,6 +260,20 @@ struct MainRange {
     start: usize,
     frames: Arc<[PageFrame]>,
 }
+
+/// Where a zonelist starts: the highest zone a gfp's zone modifiers allow
+/// (`gfp_zone`) and the first populated zone from there down, as positions
+/// in `ZonedAllocator::zones`; both [`NO_ZONE`] for an invalid combination
+/// or when no zone is populated. Zones do not change size after boot, so
+/// the walk `get_page_from_freelist` starts with is known per combination.
+#[derive(Clone, Copy, Debug)]
+struct ZonelistHead {
+    highest: u8,
+    first: u8,
+}
+
+/// No zone (see [`ZonelistHead`]).
+const NO_ZONE: u8 = u8::MAX;
 
 /// The lowmem ranges of every zone, largest first (where most frees land).
 fn lowmem_ranges<B: BuddyBackend>(zones: &[Zone<B>], lowmem_end: Pfn) -> Box<[FrameRange]> {
@@ -456,6 +476,27 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
                 frames: Arc::from(Vec::new()),
             },
         };
+        let zonelist_heads = core::array::from_fn(|m| {
+            let none = ZonelistHead {
+                highest: NO_ZONE,
+                first: NO_ZONE,
+            };
+            let gfp = Gfp::from_bits_truncate(m as u32);
+            let Ok(top) = gfp_zone(gfp, zone_config) else {
+                return none;
+            };
+            let Some(highest) = zones.iter().rposition(|z| z.zone <= top) else {
+                return none;
+            };
+            let first = zones[..=highest].iter().rposition(|z| z.managed != 0);
+            match (u8::try_from(highest), first.map(u8::try_from)) {
+                (Ok(highest), Some(Ok(first))) => ZonelistHead { highest, first },
+                _ => none,
+            }
+        });
+        let largest = (0..zones.len())
+            .max_by_key(|&i| zones[i].managed)
+            .unwrap_or(0);
         Ok(ZonedAllocator {
             layout,
             zone_config,
@@ -468,6 +509,8 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
             lowmem_ranges,
             main,
             linear_base: linear.unwrap_or(0),
+            zonelist_heads,
+            largest,
             internal_errors: AtomicUsize::new(0),
         })
     }
@@ -500,6 +543,21 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
 
     fn zone_pos(&self, pfn: Pfn) -> Option<usize> {
         self.zones.iter().position(|z| z.map.contains(pfn))
+    }
+
+    /// The zone of `pfn` and the frame's index in its map: one section
+    /// lookup finds both. The largest zone, where most frames are, is asked
+    /// first.
+    #[inline]
+    fn zone_index_of(&self, pfn: Pfn) -> Option<(&Zone<B>, FrameIdx)> {
+        if let Some(z) = self.zones.get(self.largest)
+            && let Some(idx) = z.map.index_of(pfn)
+        {
+            return Some((z, idx));
+        }
+        self.zones
+            .iter()
+            .find_map(|z| z.map.index_of(pfn).map(|idx| (z, idx)))
     }
 
     /// The zone that holds `pfn` (`page_zonenum`), `None` for frames this
@@ -557,6 +615,12 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
     /// [`PageError::BelowWatermark`] when every allowed zone failed its
     /// watermark, [`PageError::NoBlock`] when some zone passed but had no block.
     pub fn alloc_pages(&self, gfp: Gfp, order: u32) -> Result<Pfn, PageError> {
+        if let Some(pfn) = self.alloc_pcp_fast(gfp, order) {
+            if gfp.contains(Gfp::ZERO) {
+                self.zero_frames(pfn, order);
+            }
+            return Ok(pfn);
+        }
         if order > MAX_PAGE_ORDER {
             return Err(PageError::OrderTooLarge {
                 order,
@@ -576,6 +640,40 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
             self.zero_frames(pfn, order);
         }
         Ok(pfn)
+    }
+
+    /// The common case of the first `get_page_from_freelist` pass (the low
+    /// watermark), inline: the zonelist's first populated zone passes its
+    /// watermark and this CPU's list of the order and type has a block.
+    /// `None`, with nothing changed, in every other case, which the full
+    /// walk then handles as before (a refill from the buddy included).
+    #[inline]
+    fn alloc_pcp_fast(&self, gfp: Gfp, order: u32) -> Option<Pfn> {
+        if order > PCP_MAX_ORDER || !self.pcp_on {
+            return None;
+        }
+        let mt = gfp_migratetype(gfp);
+        if !mt.is_mergeable() {
+            return None;
+        }
+        let head = self.zonelist_heads[gfp.zone_modifiers().bits() as usize];
+        let zone = self.zones.get(usize::from(head.first))?;
+        let reserve = *zone.lowmem_reserve.get(usize::from(head.highest))?;
+        let free = zone.free_pages.load(Relaxed);
+        let low = zone.watermarks.low;
+        if !watermark_free_ok(free, order, low, reserve, AllocFlags::WMARK_LOW) {
+            return None;
+        }
+        if order > 0 && zone.free_orders.load(Relaxed) >> order == 0 {
+            return None;
+        }
+        let cpu = self.this_cpu(zone);
+        let mut pcp = zone.pcp.get(cpu)?.lock();
+        let idx = pcp.lists[pindex(order, mt)].pop_front(&zone.map)?;
+        pcp.count -= 1 << order;
+        pcp.allocated += 1 << order;
+        unmark_pcp(&zone.map, idx);
+        Some(zone.map.pfn_of(idx))
     }
 
     fn alloc_pages_slowpath(
@@ -857,12 +955,7 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
                 max: MAX_PAGE_ORDER,
             });
         }
-        // One section lookup finds both the zone and the frame.
-        let (zone, idx) = self
-            .zones
-            .iter()
-            .find_map(|z| z.map.index_of(pfn).map(|idx| (z, idx)))
-            .ok_or(PageError::OutOfRange(pfn))?;
+        let (zone, idx) = self.zone_index_of(pfn).ok_or(PageError::OutOfRange(pfn))?;
         let frame = zone.map.frame(idx).ok_or(PageError::OutOfRange(pfn))?;
         if frame.page_type() == PageType::Pcp {
             return Err(PageError::DoubleFree(pfn));

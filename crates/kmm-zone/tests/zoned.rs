@@ -40,6 +40,8 @@ both_backends!(
     gfp_dma_stays_below_16_mib,
     gfp_kernel_never_gets_highmem,
     kernel_falls_back_downward,
+    kernel_falls_back_downward_through_pcp,
+    pcp_pages_wait_behind_the_watermark,
     atomic_dips_below_min,
     kernel_drains_pcp_before_failing,
     failure_reasons,
@@ -128,6 +130,83 @@ fn gfp_kernel_never_gets_highmem<B: BuddyBackend>() {
 }
 
 fn kernel_falls_back_downward<B: BuddyBackend>() {
+    falls_back_downward::<B>(false);
+}
+
+/// The same with the per-CPU lists on, where an allocation first tries the
+/// inline fast path (the zonelist's first populated zone, its low watermark,
+/// a block on this CPU's list) and must fall back exactly as the full walk.
+fn kernel_falls_back_downward_through_pcp<B: BuddyBackend>() {
+    falls_back_downward::<B>(true);
+}
+
+/// Pages on a zone's per-CPU lists are not free pages for the watermark
+/// (`rmqueue_bulk` takes them off `NR_FREE_PAGES`): once the zone's buddy is
+/// at its low watermark, a request goes to the next zone down even while
+/// this CPU's list of the top zone holds a block; and the first populated
+/// zone is the one tried first.
+fn pcp_pages_wait_behind_the_watermark<B: BuddyBackend>() {
+    ThreadCpus::bind(0);
+    let layout = MachineLayout::from_ranges(
+        Arch::X86_64,
+        &[
+            PfnRange::new(0, 65536),
+            PfnRange::new(0x10_0000, 0x10_0000 + 16384),
+        ],
+    );
+    let a = boot::<B>(layout, true, None, 1);
+    let normal = |a: &ZonedAllocator<B>| {
+        let snaps = a.snapshots();
+        let s = snaps.iter().find(|s| s.zone == ZoneType::Normal).unwrap();
+        (s.free_pages, s.watermarks.low + s.lowmem_reserve[2])
+    };
+    // With blocks waiting on DMA32's list, GFP_KERNEL still starts at
+    // Normal, the first populated zone of its zonelist.
+    let mut got = vec![a.alloc_page(GFP_DMA32).unwrap()];
+    assert_eq!(a.zone_of(got[0]), Some(ZoneType::Dma32));
+    assert!(pcp_pages(&a) > 0);
+    let p = a.alloc_page(GFP_KERNEL).unwrap();
+    assert_eq!(a.zone_of(p), Some(ZoneType::Normal));
+    got.push(p);
+    // Allocate until a request leaves Normal.
+    loop {
+        let p = a.alloc_page(GFP_KERNEL).unwrap();
+        let zone = a.zone_of(p).unwrap();
+        got.push(p);
+        if zone != ZoneType::Normal {
+            assert_eq!(zone, ZoneType::Dma32);
+            break;
+        }
+    }
+    let (free, low) = normal(&a);
+    assert!(free <= low, "left Normal with {free} free above {low}");
+    // A Normal page freed now goes to this CPU's list, not to the buddy.
+    let back = *got
+        .iter()
+        .find(|&&p| a.zone_of(p) == Some(ZoneType::Normal))
+        .unwrap();
+    got.retain(|&p| p != back);
+    a.free_pages(back, 0).unwrap();
+    assert_eq!(normal(&a).0, free);
+    assert!(pcp_pages(&a) > 0);
+    // Still below the watermark: the next request is DMA32's, not the block
+    // waiting on Normal's list.
+    let p = a.alloc_page(GFP_KERNEL).unwrap();
+    assert_eq!(a.zone_of(p), Some(ZoneType::Dma32));
+    got.push(p);
+    // GFP_DMA32 starts at DMA32 and GFP_DMA at DMA, whatever Normal holds.
+    let p = a.alloc_page(GFP_DMA32).unwrap();
+    assert_eq!(a.zone_of(p), Some(ZoneType::Dma32));
+    got.push(p);
+    let p = a.alloc_page(GFP_DMA).unwrap();
+    assert_eq!(a.zone_of(p), Some(ZoneType::Dma));
+    got.push(p);
+    for p in got {
+        a.free_pages(p, 0).unwrap();
+    }
+}
+
+fn falls_back_downward<B: BuddyBackend>(pcp: bool) {
     ThreadCpus::bind(0);
     let layout = MachineLayout::from_ranges(
         Arch::X86_64,
@@ -136,7 +215,7 @@ fn kernel_falls_back_downward<B: BuddyBackend>() {
             PfnRange::new(0x10_0000, 0x10_0000 + 4096),
         ],
     );
-    let a = boot::<B>(layout, false, None, 1);
+    let a = boot::<B>(layout, pcp, None, 1);
     let boot_snap = a.snapshots();
     // GFP_KERNEL's highest zone is Normal, index 2 of this layout.
     let highest = 2;
