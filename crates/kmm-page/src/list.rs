@@ -142,7 +142,7 @@ impl FrameList {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn unlink(&mut self, map: &MemMap, idx: FrameIdx) {
         let Some(f) = map.frame(idx) else { return };
         let next = f.next.load(Relaxed);

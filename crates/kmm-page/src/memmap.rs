@@ -196,11 +196,17 @@ impl MemMap {
     ///
     /// Indices come from [`MemMap::index_of`] or a frame list of this map; an
     /// index past the end gives `Pfn(usize::MAX)`.
-    #[inline]
+    #[inline(always)]
     pub fn pfn_of(&self, idx: FrameIdx) -> Pfn {
         if let [only] = self.sections.as_slice() {
             return Pfn(only.start + idx as usize);
         }
+        self.pfn_of_searched(idx)
+    }
+
+    /// [`MemMap::pfn_of`] in a map of several sections.
+    #[inline(never)]
+    fn pfn_of_searched(&self, idx: FrameIdx) -> Pfn {
         let i = self.sections.partition_point(|s| s.base <= idx);
         match i.checked_sub(1).and_then(|i| self.sections.get(i)) {
             Some(s) if (idx as usize) < self.frames.len() => Pfn(s.start + (idx - s.base) as usize),
