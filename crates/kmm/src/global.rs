@@ -72,37 +72,36 @@ impl Drop for Bindings {
 const PENDING_MAX: usize = 64;
 
 /// Counts `extra` allocations for the machine whose total is `next`
-/// (`None`: for none; the thread is exiting), in [`PENDING`] while they
-/// stay few. A change of machine, a full [`PENDING`], or an exiting thread
-/// (with [`BINDINGS`] gone, nothing would add the count later) adds the
-/// pending count to the machine it belongs to.
+/// (`None`: none; the thread is exiting), in [`PENDING`] while they stay
+/// few. A change of machine, a full [`PENDING`], or an exiting thread (with
+/// [`BINDINGS`] gone, nothing would add a count kept for later) adds what is
+/// pending to the machine it belongs to.
 fn settle(next: Option<&'static AtomicUsize>, extra: usize) {
     let exiting = BINDINGS.try_with(|_| ()).is_err();
-    let next = if exiting { None } else { next };
     let last = PENDING_FOR.with(Cell::get);
     let pending = PENDING.with(Cell::get);
-    match (last, next) {
-        (Some(last), Some(next)) if ptr::eq(last, next) => {
-            let n = pending + extra;
-            if n < PENDING_MAX {
-                PENDING.with(|p| p.set(n));
-            } else {
-                PENDING.with(|p| p.set(0));
-                next.fetch_add(n, Relaxed);
-            }
-        }
-        _ => {
-            if let Some(last) = last {
-                last.fetch_add(pending, Relaxed);
-            }
+    if !exiting
+        && let (Some(last), Some(next)) = (last, next)
+        && ptr::eq(last, next)
+    {
+        let n = pending + extra;
+        if n < PENDING_MAX {
+            PENDING.with(|p| p.set(n));
+        } else {
             PENDING.with(|p| p.set(0));
-            PENDING_FOR.with(|f| f.set(next));
-            if extra > 0
-                && let Some(total) = next.or(last)
-            {
-                total.fetch_add(extra, Relaxed);
-            }
+            next.fetch_add(n, Relaxed);
         }
+        return;
+    }
+    if let Some(last) = last {
+        last.fetch_add(pending, Relaxed);
+    }
+    PENDING.with(|p| p.set(0));
+    PENDING_FOR.with(|f| f.set(if exiting { None } else { next }));
+    if extra > 0
+        && let Some(total) = next.or(last)
+    {
+        total.fetch_add(extra, Relaxed);
     }
 }
 

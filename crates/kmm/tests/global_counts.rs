@@ -1,13 +1,15 @@
 //! `GlobalKmalloc`'s counts: a thread counts its fast-path allocations in a
 //! thread-local and adds them to its machine on a slow path and when it
 //! exits, so the totals are exact for the calling thread and for every
-//! thread that has exited, whether it held its CPU alone or shared it, and
+//! thread that has exited (allocations made while it exits included),
+//! whether it held its CPU alone or shared it, and
 //! two allocators used by one thread keep their counts apart.
 
 #![cfg(feature = "std")]
 #![expect(unsafe_code, reason = "the allocator is driven through `GlobalAlloc`")]
 
 use core::alloc::{GlobalAlloc, Layout};
+use std::cell::RefCell;
 use std::thread;
 
 use kmm::GlobalKmalloc;
@@ -72,4 +74,33 @@ fn one_thread_on_two_allocators_counts_each_apart() {
         a.dealloc(p, layout);
     }
     assert_eq!(a.stats().errors + b.stats().errors, 0);
+}
+
+/// Allocates from its allocator when dropped: at thread exit, after the
+/// thread's CPU bindings (registered later) are gone.
+struct AllocAtExit(&'static GlobalKmalloc);
+
+impl Drop for AllocAtExit {
+    fn drop(&mut self) {
+        churn(self.0, 5, 9);
+    }
+}
+
+std::thread_local! {
+    static AT_EXIT: RefCell<Option<AllocAtExit>> = const { RefCell::new(None) };
+}
+
+#[test]
+fn allocations_in_a_thread_exit_count_too() {
+    let heap: &'static GlobalKmalloc = Box::leak(Box::new(GlobalKmalloc::new(32 << 20, 2)));
+    thread::spawn(move || {
+        // Registered before the thread's bindings, so dropped after them.
+        AT_EXIT.with(|a| *a.borrow_mut() = Some(AllocAtExit(heap)));
+        churn(heap, 100, 1);
+    })
+    .join()
+    .unwrap();
+    let stats = heap.stats();
+    assert_eq!(stats.kmallocs, 105, "{stats:?}");
+    assert_eq!((stats.fallbacks, stats.errors), (0, 0), "{stats:?}");
 }
