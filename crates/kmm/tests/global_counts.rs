@@ -2,14 +2,14 @@
 //! thread-local and adds them to its machine on a slow path and when it
 //! exits, so the totals are exact for the calling thread and for every
 //! thread that has exited (allocations made while it exits included),
-//! whether it held its CPU alone or shared it, and
-//! two allocators used by one thread keep their counts apart.
+//! whether it held its CPU alone or shared it, and two allocators used by
+//! one thread keep their counts apart.
 
 #![cfg(feature = "std")]
 #![expect(unsafe_code, reason = "the allocator is driven through `GlobalAlloc`")]
 
 use core::alloc::{GlobalAlloc, Layout};
-use std::cell::RefCell;
+use core::cell::RefCell;
 use std::thread;
 
 use kmm::GlobalKmalloc;
