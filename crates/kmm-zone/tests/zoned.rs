@@ -146,15 +146,7 @@ fn kernel_falls_back_downward_through_pcp<B: BuddyBackend>() {
 /// this CPU's list of the top zone holds a block; and the first populated
 /// zone is the one tried first.
 fn pcp_pages_wait_behind_the_watermark<B: BuddyBackend>() {
-    ThreadCpus::bind(0);
-    let layout = MachineLayout::from_ranges(
-        Arch::X86_64,
-        &[
-            PfnRange::new(0, 65536),
-            PfnRange::new(0x10_0000, 0x10_0000 + 16384),
-        ],
-    );
-    let a = boot::<B>(layout, true, None, 1);
+    let a = three_zones::<B>(65536, 16384, true);
     let normal = |a: &ZonedAllocator<B>| {
         let snaps = a.snapshots();
         let s = snaps.iter().find(|s| s.zone == ZoneType::Normal).unwrap();
@@ -206,16 +198,23 @@ fn pcp_pages_wait_behind_the_watermark<B: BuddyBackend>() {
     }
 }
 
-fn falls_back_downward<B: BuddyBackend>(pcp: bool) {
+/// An x86-64 machine of DMA, DMA32 (frames up to `low`) and `normal`
+/// frames of Normal from 4 GiB, with the per-CPU lists on or off, used by
+/// this thread as CPU 0.
+fn three_zones<B: BuddyBackend>(low: usize, normal: usize, pcp: bool) -> ZonedAllocator<B> {
     ThreadCpus::bind(0);
     let layout = MachineLayout::from_ranges(
         Arch::X86_64,
         &[
-            PfnRange::new(0, 8192),
-            PfnRange::new(0x10_0000, 0x10_0000 + 4096),
+            PfnRange::new(0, low),
+            PfnRange::new(0x10_0000, 0x10_0000 + normal),
         ],
     );
-    let a = boot::<B>(layout, pcp, None, 1);
+    boot::<B>(layout, pcp, None, 1)
+}
+
+fn falls_back_downward<B: BuddyBackend>(pcp: bool) {
+    let a = three_zones::<B>(8192, 4096, pcp);
     let boot_snap = a.snapshots();
     // GFP_KERNEL's highest zone is Normal, index 2 of this layout.
     let highest = 2;
