@@ -8,7 +8,18 @@
 //! thread that finds its CPU free holds it alone (`HostCpus::bind_exclusive`)
 //! until it exits, so its slab fast paths need no locked instructions, as on
 //! a kernel CPU; otherwise (CPU 0, where unbound threads run, or a CPU
-//! another thread holds) it shares a CPU.
+//! another thread holds) it shares a CPU. A thread binds on each machine it
+//! allocates from, once.
+//!
+//! On a CPU held alone, `alloc` and `dealloc` first try the lockless halves
+//! alone ([`SlabAllocator::kmalloc_fast`], [`SlabAllocator::kfree_fast`]),
+//! inline and without a call, and leave every other case to an out-of-line
+//! slow path: `alloc` is a leaf function, which a global allocator called
+//! once per object needs to be as fast as glibc's `malloc`. Allocations are
+//! counted in a thread-local and added to the machine on the thread's slow
+//! paths and when it exits (see [`GlobalKmallocStats::kmallocs`]). `realloc`
+//! keeps a block while the bucket its old layout asked for holds the new
+//! size, as `krealloc` does.
 //!
 //! Three cases go to [`std::alloc::System`] instead: allocations made while the
 //! thread is already inside kmm (booting the machine, or a `Vec` the CPU
