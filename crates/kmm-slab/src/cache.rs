@@ -993,7 +993,15 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     pub(crate) fn block_base(&self, pfn: Pfn, order: u32) -> Option<NonNull<u8>> {
         let phys = self.pages.phys_memory();
         let base = phys.direct_map(pfn)?;
-        for i in 1..(1usize << order) {
+        let last = (1usize << order) - 1;
+        if last > 0 && phys.linear_map_base().is_some() {
+            // In a linear direct map every mapped frame sits at its place,
+            // so the block is contiguous when its last frame is mapped: a
+            // buddy block spans no hole (its frames are present frames of
+            // one zone), so the frames between are mapped too.
+            return phys.direct_map(Pfn(pfn.0 + last)).map(|_| base);
+        }
+        for i in 1..=last {
             let p = phys.direct_map(Pfn(pfn.0 + i))?;
             if p.as_ptr().addr() != base.as_ptr().addr() + i * PAGE_SIZE {
                 return None;

@@ -548,7 +548,7 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
     /// The zone of `pfn` and the frame's index in its map: one section
     /// lookup finds both. The largest zone, where most frames are, is asked
     /// first.
-    #[inline]
+    #[inline(always)]
     fn zone_index_of(&self, pfn: Pfn) -> Option<(&Zone<B>, FrameIdx)> {
         if let Some(z) = self.zones.get(self.largest)
             && let Some(idx) = z.map.index_of(pfn)
@@ -568,7 +568,8 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
 
     /// The metadata of `pfn` (`pfn_to_page`).
     pub fn pfn_to_page(&self, pfn: Pfn) -> Option<&PageFrame> {
-        self.zones.iter().find_map(|z| z.map.pfn_to_page(pfn))
+        let (zone, idx) = self.zone_index_of(pfn)?;
+        zone.map.frame(idx)
     }
 
     /// The direct-map address of `pfn` (`page_address`): `None` for highmem
