@@ -395,7 +395,9 @@ impl CpuSlot {
 
     /// The exclusive owner's pop of the first free object of the CPU
     /// freelist (the fast path of `slab_alloc_node`). On a miss nothing
-    /// changed.
+    /// changed. Only for the thread the `CpuContext` says holds this CPU
+    /// alone: the word is stored plainly, so a second popper could be handed
+    /// the same object.
     #[expect(
         unsafe_code,
         reason = "the fast path reads the free pointer of a free object"
@@ -482,7 +484,8 @@ impl CpuSlot {
 
     /// The exclusive owner's push of the object at `addr`, given back by
     /// its owner, onto the CPU freelist when it lies in the CPU slab (the
-    /// fast path of `do_slab_free`). On a miss nothing changed.
+    /// fast path of `do_slab_free`). On a miss nothing changed. Only for the
+    /// CPU's exclusive owner, as [`CpuSlot::owner_pop`].
     #[expect(
         unsafe_code,
         reason = "the fast path writes the free pointer of a freed object"
