@@ -374,14 +374,17 @@ impl GlobalKmalloc {
 
     /// The fast path of `alloc`: an object popped off the thread's CPU
     /// freelist ([`SlabAllocator::kmalloc_fast`]), or `None` for
-    /// [`GlobalKmalloc::allocate`]. It makes no call, so `alloc` saves few
-    /// registers when it returns from here; it needs no re-entrancy guard,
+    /// [`GlobalKmalloc::allocate`]. It makes no call, so `alloc` saves no
+    /// register when it returns from here; it needs no re-entrancy guard,
     /// as it allocates nothing and takes no lock (a pop in the middle of a
     /// slow path of the same thread is what an interrupt's `kmalloc` is to
-    /// a kernel CPU). It counts the allocation in the thread's [`PENDING`],
-    /// and serves only a thread whose last slow path was on this machine,
-    /// which is what that count belongs to. Alignments above 8 take the slow
-    /// path, which checks the object's alignment.
+    /// a kernel CPU). It serves only a thread that holds its CPU alone (a
+    /// thread sharing one pops with a compare-exchange on the slow path:
+    /// serving it here too would cost this path its registers), and only
+    /// one whose last slow path was on this machine, since it counts the
+    /// allocation in the thread's [`PENDING`], which belongs to that machine.
+    /// Alignments above 8 take the slow path, which checks the object's
+    /// alignment.
     #[inline(always)]
     fn alloc_fast(&self, layout: Layout) -> Option<NonNull<u8>> {
         if layout.align() > 8 {
@@ -443,12 +446,15 @@ impl GlobalKmalloc {
 
 // SAFETY: kmalloc objects are host memory of this process (the machine runs on
 // `Backing::Host`), at least `kmalloc_size(layout) >= layout.size()` bytes,
-// aligned to `layout.align()` (checked before returning), shared with no other
-// live object until `kfree`. A pointer is passed to `kfree` exactly when it
-// lies in the machine's direct map, which only kmalloc's pointers do (the
-// system allocator never returns memory inside that mapping while it exists,
-// and the machine lives as long as the allocator); all others go back to
-// `System`, which handed them out with the same layout.
+// aligned to `layout.align()` (checked before returning on the slow path; on
+// the fast path the alignment is at most 8, which every kmalloc object has),
+// shared with no other live object until `kfree`. A pointer is passed to
+// `kfree` exactly when it lies in the machine's direct map, which only
+// kmalloc's pointers do (the system allocator never returns memory inside
+// that mapping while it exists, and the machine lives as long as the
+// allocator); `kfree_fast` takes only pointers whose frame lies in the direct
+// map's quick range, and declines every other one, changing nothing. All
+// others go back to `System`, which handed them out with the same layout.
 unsafe impl GlobalAlloc for GlobalKmalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
