@@ -80,6 +80,17 @@ struct PcpLists {
 }
 
 impl PcpLists {
+    /// Hands out the first block of list `pi` (of blocks of `order`), marked
+    /// allocated; `None` if the list is empty.
+    #[inline(always)]
+    fn take(&mut self, map: &MemMap, pi: usize, order: u32) -> Option<Pfn> {
+        let idx = self.lists[pi].pop_front(map)?;
+        self.count -= 1 << order;
+        self.allocated += 1 << order;
+        unmark_pcp(map, idx);
+        Some(map.pfn_of(idx))
+    }
+
     fn new() -> PcpLists {
         PcpLists {
             lists: core::array::from_fn(|_| FrameList::new()),
@@ -669,12 +680,10 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
             return None;
         }
         let cpu = self.this_cpu(zone);
-        let mut pcp = zone.pcp.get(cpu)?.lock();
-        let idx = pcp.lists[pindex(order, mt)].pop_front(&zone.map)?;
-        pcp.count -= 1 << order;
-        pcp.allocated += 1 << order;
-        unmark_pcp(&zone.map, idx);
-        Some(zone.map.pfn_of(idx))
+        zone.pcp
+            .get(cpu)?
+            .lock()
+            .take(&zone.map, pindex(order, mt), order)
     }
 
     fn alloc_pages_slowpath(
@@ -825,13 +834,8 @@ impl<B: BuddyBackend> ZonedAllocator<B> {
                 pcp.count += 1 << order;
             }
         }
-        let idx = pcp.lists[pi]
-            .pop_front(&zone.map)
-            .ok_or(PageError::NoBlock { order })?;
-        pcp.count -= 1 << order;
-        pcp.allocated += 1 << order;
-        unmark_pcp(&zone.map, idx);
-        Ok(zone.map.pfn_of(idx))
+        pcp.take(&zone.map, pi, order)
+            .ok_or(PageError::NoBlock { order })
     }
 
     #[expect(
