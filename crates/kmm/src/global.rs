@@ -133,13 +133,31 @@ struct Machine {
     cpus: &'static HostCpus,
     /// Allocations kmalloc served, but for those still pending in running
     /// threads ([`PENDING`]): leaked, like `cpus`, so that a thread-local
-    /// can name it.
-    /// On a line of its own, which only the slow paths write.
+    /// can name it, and on a cache line of its own, which only the slow
+    /// paths write.
     kmallocs: &'static AtomicUsize,
     /// The direct map's address range, `[start, end)`: the whole mapping,
     /// holes included (they are mapped inaccessible, so nothing else can
     /// be placed there).
     direct_map: core::ops::Range<usize>,
+}
+
+impl Machine {
+    /// Whether the calling thread's [`PENDING`] count is this machine's.
+    #[inline(always)]
+    fn counts_pending(&self) -> bool {
+        PENDING_FOR
+            .with(Cell::get)
+            .is_some_and(|f| ptr::eq(f, self.kmallocs))
+    }
+
+    /// Whether the calling thread holds its CPU of this machine alone, as
+    /// its slab fast paths will see it (the one question they ask first, so
+    /// the two share it).
+    #[inline(always)]
+    fn cpu_held_alone(&self) -> bool {
+        matches!(self.slab.cpu_context().current_cpu_quick(), Some((_, true)))
+    }
 }
 
 /// kmalloc as a [`GlobalAlloc`]: `#[global_allocator] static A: GlobalKmalloc = GlobalKmalloc::new(256 << 20, 4);`.
@@ -230,10 +248,12 @@ impl GlobalKmalloc {
     pub fn stats(&self) -> GlobalKmallocStats {
         GlobalKmallocStats {
             kmallocs: self.machine.get().map_or(0, |m| {
-                let mine = PENDING_FOR
-                    .with(Cell::get)
-                    .is_some_and(|f| ptr::eq(f, m.kmallocs));
-                m.kmallocs.load(Relaxed) + if mine { PENDING.with(Cell::get) } else { 0 }
+                let mine = if m.counts_pending() {
+                    PENDING.with(Cell::get)
+                } else {
+                    0
+                };
+                m.kmallocs.load(Relaxed) + mine
             }),
             fallbacks: self.fallbacks.load(Relaxed),
             errors: self.errors.load(Relaxed),
@@ -391,15 +411,9 @@ impl GlobalKmalloc {
             return None;
         }
         let machine = self.machine.get()?;
-        if !PENDING_FOR
-            .with(Cell::get)
-            .is_some_and(|f| ptr::eq(f, machine.kmallocs))
-        {
+        if !machine.counts_pending() || !machine.cpu_held_alone() {
             return None;
         }
-        let (_, true) = machine.slab.cpu_context().current_cpu_quick()? else {
-            return None;
-        };
         let ptr = machine.slab.kmalloc_fast(layout.size(), GFP_KERNEL)?;
         PENDING.with(|p| p.set(p.get() + 1));
         Some(ptr)
@@ -473,7 +487,7 @@ unsafe impl GlobalAlloc for GlobalKmalloc {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if let Some(machine) = self.machine.get()
-            && let Some((_, true)) = machine.slab.cpu_context().current_cpu_quick()
+            && machine.cpu_held_alone()
             && let Some(p) = NonNull::new(ptr)
             && machine.slab.kfree_fast(p)
         {
