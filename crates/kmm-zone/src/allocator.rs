@@ -286,7 +286,10 @@ struct ZonelistHead {
 /// No zone (see [`ZonelistHead`]).
 const NO_ZONE: u8 = u8::MAX;
 
-/// The lowmem ranges of every zone, largest first (where most frees land).
+/// The lowmem ranges of every zone, largest first (where most frees land),
+/// and of two as large the higher first: the higher zone is where
+/// `GFP_KERNEL` allocations land (on a 32 MiB x86-64 machine, `ZONE_DMA` and
+/// `ZONE_DMA32` both span 16 MiB, and the slabs are all in `ZONE_DMA32`).
 fn lowmem_ranges<B: BuddyBackend>(zones: &[Zone<B>], lowmem_end: Pfn) -> Box<[FrameRange]> {
     let mut out: Vec<FrameRange> = Vec::new();
     for z in zones {
@@ -305,7 +308,7 @@ fn lowmem_ranges<B: BuddyBackend>(zones: &[Zone<B>], lowmem_end: Pfn) -> Box<[Fr
             }
         }
     }
-    out.sort_by_key(|r| core::cmp::Reverse(r.len));
+    out.sort_by_key(|r| core::cmp::Reverse((r.len, r.start)));
     out.into_boxed_slice()
 }
 

@@ -149,3 +149,33 @@ fn virt_to_page_agrees_with_the_memory_at_every_page_of_the_direct_map() {
         assert_eq!(quick(addr), None, "address {addr:#x}");
     }
 }
+
+#[test]
+fn the_quick_lookup_covers_the_higher_of_two_zones_as_large() {
+    use kmm_gfp::ZoneType;
+    use kmm_page::{PageAllocator, PhysMemory};
+    use kmm_zone::{ZonedAllocator, ZonedConfig};
+
+    // 32 MiB on x86-64: ZONE_DMA and ZONE_DMA32 hold 16 MiB each, and
+    // `GFP_KERNEL` pages (every kmalloc slab) come from ZONE_DMA32, so that
+    // is the zone `kfree`'s quick lookup must cover.
+    let layout = MachineLayout::x86_64(32 << 20);
+    let host = Arc::new(HostMemory::new(&layout.present_ranges(), layout.lowmem_end()).unwrap());
+    let cfg = ZonedConfig {
+        layout,
+        pcp: false,
+        min_free_kbytes: None,
+    };
+    let za = ZonedAllocator::<kmm_buddy::EagerBuddy>::new(
+        cfg,
+        Arc::new(kmm_percpu::FixedCpu::new(1)),
+        host.clone(),
+    )
+    .unwrap();
+    let pfn = za.alloc_pages(GFP_KERNEL, 0).unwrap();
+    assert_eq!(za.zone_of(pfn), Some(ZoneType::Dma32));
+    let addr = host.direct_map(pfn).unwrap().as_ptr().addr();
+    let quick = za.virt_to_page_quick(addr).map(|(p, _)| p);
+    assert_eq!(quick, Some(pfn));
+    za.free_pages(pfn, 0).unwrap();
+}
