@@ -17,7 +17,8 @@ use kmm_percpu::CpuContext;
 use spin::{Mutex, Once};
 
 use crate::cache::{
-    Cache, CpuSlot, EARLY, KmallocSlots, Lookup, NO_SLAB, NOT_EARLY, SLAB_ID_BITS, SlabMeta,
+    Cache, CpuSlot, EARLY, KmallocSlots, Lookup, NO_SLAB, NOT_EARLY, PushMiss, SLAB_ID_BITS,
+    SLAB_ID_MASK, SlabMeta,
 };
 use crate::layout::{
     ARCH_SLAB_MINALIGN, DMA_KMALLOC_NAMES, KMALLOC_CLASSES, KMALLOC_CREATE_ORDER,
@@ -36,6 +37,31 @@ pub const ZERO_SIZE_PTR: NonNull<u8> = match NonNull::new(core::ptr::without_pro
 /// `ZERO_OR_NULL_PTR`: null or at most `ZERO_SIZE_PTR`.
 fn zero_or_null(p: NonNull<u8>) -> bool {
     p.as_ptr().addr() <= 16
+}
+
+/// What [`SlabAllocator::kfree_fast_split`] did with a pointer.
+#[must_use = "a `Slow` free is finished by `kfree_slow`, a declined one by `kfree`"]
+#[derive(Debug)]
+pub enum FastFree {
+    /// The object is on this CPU's freelist.
+    Freed,
+    /// A kmalloc object outside this CPU's slab: nothing changed yet, and
+    /// [`SlabAllocator::kfree_slow`] finishes the free.
+    Slow(SlowFree),
+    /// Nothing changed; [`SlabAllocator::kfree`] frees or reports.
+    Declined,
+}
+
+/// A kmalloc object [`SlabAllocator::kfree_fast_split`] found outside this
+/// CPU's slab, with the cache and slab its frame names, for
+/// [`SlabAllocator::kfree_slow`] (which checks them again). Neither `Copy`
+/// nor `Clone`: one free each.
+#[derive(Debug)]
+pub struct SlowFree {
+    obj: NonNull<u8>,
+    /// The frame's `private` word: the cache's place in `early` and the
+    /// slab's id. Two fields, so that the token travels in two registers.
+    word: u32,
 }
 
 /// Slab descriptors: 2048 chunks of 1024 (up to 2 Mi slabs, whose ids fit
@@ -651,26 +677,61 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// then reports it). A caller that gets `false` calls `kfree`.
     #[inline(always)]
     pub fn kfree_fast(&self, ptr: NonNull<u8>) -> bool {
+        matches!(self.kfree_fast_split(ptr), FastFree::Freed)
+    }
+
+    /// [`SlabAllocator::kfree_fast`], telling apart the one decline whose
+    /// rest the caller can finish without a second lookup: a kmalloc object
+    /// outside this CPU's slab ([`FastFree::Slow`]), which
+    /// [`SlabAllocator::kfree_slow`] frees to its own slab (`__slab_free`).
+    /// Every other decline is [`FastFree::Declined`], with nothing changed,
+    /// and the caller calls `kfree`.
+    #[inline(always)]
+    pub fn kfree_fast_split(&self, ptr: NonNull<u8>) -> FastFree {
         let addr = ptr.as_ptr().addr();
         let Some((_, f)) = self.pages.virt_to_page_quick(addr) else {
-            return false;
+            return FastFree::Declined;
         };
         if !f.test(PageFlags::SLAB) {
-            return false;
+            return FastFree::Declined;
         }
-        let early = (f.private() >> SLAB_ID_BITS) as usize;
+        let word = f.private();
+        let early = word >> SLAB_ID_BITS;
         let Some(on) = self.cpus.current_cpu_quick() else {
-            return false;
+            return FastFree::Declined;
         };
-        let Some((_, (slot, _, exclusive))) = self.early_at(early, on) else {
-            return false;
+        let Some((_, (slot, _, exclusive))) = self.early_at(early as usize, on) else {
+            return FastFree::Declined;
         };
         let pushed = if exclusive {
             slot.owner_push(addr)
         } else {
             slot.shared_push(addr)
         };
-        pushed.is_ok()
+        match pushed {
+            Ok(()) => FastFree::Freed,
+            Err(PushMiss::Slow) => FastFree::Slow(SlowFree { obj: ptr, word }),
+            Err(PushMiss::Bad { .. }) => FastFree::Declined,
+        }
+    }
+
+    /// The rest of a `kfree` that [`SlabAllocator::kfree_fast_split`]
+    /// began: `__slab_free` of the object to its slab, with every check
+    /// `kfree` makes there.
+    ///
+    /// # Errors
+    ///
+    /// As [`SlabAllocator::kfree`] (a double free, an object of a slab
+    /// since destroyed), with nothing changed.
+    #[inline]
+    pub fn kfree_slow(&self, free: SlowFree) -> Result<(), SlabError> {
+        let SlowFree { obj, word } = free;
+        match self.early.get((word >> SLAB_ID_BITS) as usize) {
+            Some(cache) => self.free_slow(cache, obj, Some(word & SLAB_ID_MASK)),
+            None => Err(SlabError::ForeignPointer {
+                addr: obj.as_ptr().addr(),
+            }),
+        }
     }
 
     /// `kmalloc(size, gfp | __GFP_ZERO)` (`kzalloc`).

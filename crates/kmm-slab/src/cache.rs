@@ -1229,7 +1229,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// slab changes lists; a debug cache's objects are checked first, under
     /// the lock ([`SlabAllocator::free_debug`]).
     #[inline(never)]
-    fn free_slow(
+    pub(crate) fn free_slow(
         &self,
         cache: &Cache,
         obj: NonNull<u8>,

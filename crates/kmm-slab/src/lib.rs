@@ -16,7 +16,9 @@ pub mod layout;
 mod raw;
 mod table;
 
-pub use allocator::{KmemCache, SlabAllocator, SlabInfo, SlabMeminfo, ZERO_SIZE_PTR};
+pub use allocator::{
+    FastFree, KmemCache, SlabAllocator, SlabInfo, SlabMeminfo, SlowFree, ZERO_SIZE_PTR,
+};
 pub use error::SlabError;
 pub use flags::{ParseSlabFlagsError, SlabFlags};
 pub use layout::{

@@ -11,7 +11,7 @@ use core::ptr::NonNull;
 use common::{Machine, boot, boot_sole};
 use kmm_gfp::{GFP_DMA, GFP_KERNEL, Gfp};
 use kmm_percpu::FixedCpu;
-use kmm_slab::{SlabError, SlabFlags, ZERO_SIZE_PTR};
+use kmm_slab::{FastFree, SlabError, SlabFlags, ZERO_SIZE_PTR};
 
 fn at(p: NonNull<u8>, off: usize) -> NonNull<u8> {
     NonNull::new(p.as_ptr().wrapping_add(off)).unwrap()
@@ -135,6 +135,84 @@ fn kfree_fast_declines_everything_but_a_cpu_slab_object() {
             m.slab.kfree(Some(ptr)).unwrap();
         }
         m.slab.kmem_cache_destroy(&c).unwrap();
+        m.assert_all_pages_back(free0);
+    }
+}
+
+/// The kind of [`FastFree`], for messages.
+fn kind(f: &FastFree) -> &'static str {
+    match f {
+        FastFree::Freed => "Freed",
+        FastFree::Slow(_) => "Slow",
+        FastFree::Declined => "Declined",
+    }
+}
+
+#[test]
+fn kfree_fast_split_hands_another_slabs_object_to_kfree_slow() {
+    for (m, cpus) in machines() {
+        let free0 = m.buddy_free();
+        let p = m.slab.kmalloc(128, GFP_KERNEL).unwrap();
+        let large = m.slab.kmalloc(20_000, GFP_KERNEL).unwrap();
+        let c = m
+            .slab
+            .kmem_cache_create("split-test", 128, 0, SlabFlags::empty(), None)
+            .unwrap();
+        let obj = m.slab.kmem_cache_alloc(&c, GFP_KERNEL).unwrap();
+        cpus.set_current(1).unwrap();
+        let remote = m.slab.kmalloc(128, GFP_KERNEL).unwrap();
+        let remote2 = m.slab.kmalloc(128, GFP_KERNEL).unwrap();
+        cpus.set_current(0).unwrap();
+        let mut stack = 0u64;
+        let on_stack = NonNull::from(&mut stack).cast::<u8>();
+        let before = m.digest();
+        // Everything `kfree` must look at afresh is declined, as by `kfree_fast`.
+        for (what, ptr) in [
+            ("ZERO_SIZE_PTR", ZERO_SIZE_PTR),
+            ("the middle of a CPU slab's object", at(p, 8)),
+            ("a large kmalloc", large),
+            ("a kmem_cache object", obj),
+            ("a foreign pointer", on_stack),
+        ] {
+            let f = m.slab.kfree_fast_split(ptr);
+            assert!(matches!(f, FastFree::Declined), "{what}: {}", kind(&f));
+            assert_eq!(m.digest(), before, "{what}");
+        }
+        // Another slab's object: nothing changes until `kfree_slow`, which
+        // checks it as `kfree` does, then frees it to its slab.
+        let FastFree::Slow(middle) = m.slab.kfree_fast_split(at(remote, 8)) else {
+            panic!("the middle of another slab's object is for the slab free");
+        };
+        assert_eq!(m.digest(), before);
+        assert!(matches!(
+            m.slab.kfree_slow(middle),
+            Err(SlabError::NotObjectStart { .. })
+        ));
+        assert_eq!(m.digest(), before);
+        let FastFree::Slow(rest) = m.slab.kfree_fast_split(remote) else {
+            panic!("another CPU's slab object is for the slab free");
+        };
+        assert_eq!(m.digest(), before);
+        m.slab.kfree_slow(rest).unwrap();
+        assert_ne!(m.digest(), before);
+        m.slab.check_invariants().unwrap();
+        // Freed again, it is refused as a double free, with nothing changed.
+        let after = m.digest();
+        let FastFree::Slow(again) = m.slab.kfree_fast_split(remote) else {
+            panic!("a freed object of another slab is for the slab free");
+        };
+        assert!(matches!(
+            m.slab.kfree_slow(again),
+            Err(SlabError::DoubleFree { .. })
+        ));
+        assert_eq!(m.digest(), after);
+        // This CPU's own object is pushed at once.
+        assert!(matches!(m.slab.kfree_fast_split(p), FastFree::Freed));
+        for ptr in [large, obj, remote2] {
+            m.slab.kfree(Some(ptr)).unwrap();
+        }
+        m.slab.kmem_cache_destroy(&c).unwrap();
+        m.slab.check_invariants().unwrap();
         m.assert_all_pages_back(free0);
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use common::{boot, boot_sole};
 use kmm_gfp::GFP_KERNEL;
-use kmm_slab::{KmemCache, SlabError, SlabFlags};
+use kmm_slab::{FastFree, KmemCache, SlabError, SlabFlags};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -29,7 +29,8 @@ enum Op {
         cpu: usize,
         fast: bool,
     },
-    /// `fast`: try `kfree_fast` first (then `kfree` if it declines).
+    /// `fast`: try `kfree_fast` or `kfree_fast_split` first (then `kfree`
+    /// if it declines).
     Free {
         which: usize,
         cpu: usize,
@@ -197,8 +198,24 @@ fn run(ops: &[Op], exclusive: bool) -> Result<(), TestCaseError> {
                 let (p, l) = live.remove(&key).unwrap();
                 prop_assert!(check_stamp(p, l.size, l.tag), "object contents corrupted");
                 cpus.set_current(cpu).unwrap();
-                if fast && m.slab.kfree_fast(p) {
-                    // Only objects of the kmalloc caches' CPU slabs.
+                // The fast half alone, or split from the slab free it
+                // leaves (an object of another slab of a kmalloc cache).
+                let fast_done = fast
+                    && if which % 3 == 0 {
+                        m.slab.kfree_fast(p)
+                    } else {
+                        match m.slab.kfree_fast_split(p) {
+                            FastFree::Freed => true,
+                            FastFree::Slow(rest) => {
+                                prop_assert!(l.cache.is_none() && l.size <= 8192);
+                                m.slab.kfree_slow(rest).unwrap();
+                                true
+                            }
+                            FastFree::Declined => false,
+                        }
+                    };
+                if fast_done {
+                    // Only objects of the kmalloc caches' slabs.
                     prop_assert!(l.cache.is_none() && l.size <= 8192);
                 } else {
                     match l.cache {

@@ -43,7 +43,7 @@ use std::alloc::System;
 use kmm_gfp::GFP_KERNEL;
 use kmm_host::{CpuBinding, HostCpus};
 use kmm_percpu::CpuContext;
-use kmm_slab::{KMALLOC_MAX_SIZE, SlabAllocator};
+use kmm_slab::{FastFree, KMALLOC_MAX_SIZE, SlabAllocator, SlowFree};
 
 use crate::{
     Arch, Backing, DefaultBuddy, MachineConfig, MemoryManager, MemorySpec, ZonedAllocator,
@@ -489,9 +489,12 @@ unsafe impl GlobalAlloc for GlobalKmalloc {
         if let Some(machine) = self.machine.get()
             && machine.cpu_held_alone()
             && let Some(p) = NonNull::new(ptr)
-            && machine.slab.kfree_fast(p)
         {
-            return;
+            match machine.slab.kfree_fast_split(p) {
+                FastFree::Freed => return,
+                FastFree::Slow(free) => return self.free_to_slab(machine, free),
+                FastFree::Declined => {}
+            }
         }
         // SAFETY: the caller's promises are passed on.
         unsafe { self.deallocate(ptr, layout) }
@@ -526,6 +529,20 @@ unsafe impl GlobalAlloc for GlobalKmalloc {
 }
 
 impl GlobalKmalloc {
+    /// The slow path of `dealloc` for a kmalloc object outside this CPU's
+    /// slab, which the fast path found: the rest of its `kfree`
+    /// (`__slab_free`), without looking the object up again.
+    #[inline(never)]
+    fn free_to_slab(&self, machine: &Machine, free: SlowFree) {
+        if guarded(|| machine.slab.kfree_slow(free).ok())
+            .flatten()
+            .is_none()
+        {
+            // As in `deallocate`: leak what `kfree` refused.
+            self.errors.fetch_add(1, Relaxed);
+        }
+    }
+
     /// The slow path of `dealloc`: `kfree` of a kmalloc object, or the
     /// system allocator's `dealloc` of one of its blocks.
     ///
