@@ -6,7 +6,9 @@
 //! thread to CPU 1 alone (a replay runs on one thread, which then holds its CPU as a kernel task
 //! holds one: the slab fast paths use plain loads and stores, no locked instructions), and
 //! serves the trace with `kmalloc`, `krealloc` and `kfree`. (The binding makes the heap
-//! `!Send`: it stays on the thread that built it.)
+//! `!Send`: it stays on the thread that built it.) Like any wrapper that must stay cheap per call,
+//! `alloc` and `free` try kmalloc's and kfree's lockless halves inline (`kmalloc_fast`,
+//! `kfree_fast_split`) and leave the rest of each, and every error, to functions out of line.
 //! Requests above `KMALLOC_MAX_SIZE` (4 MiB) are refused as [`HeapError::TooLarge`] and counted
 //! as `failed` by the replay; they are not served from vmalloc.
 //! kmalloc guarantees natural alignment for power-of-two sizes only, so an alignment above the
@@ -19,6 +21,7 @@
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+use kmm::slab::{FastFree, SlowFree};
 use kmm::{
     Arch, Backing, DefaultBuddy, GFP_KERNEL, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KmmError,
     MachineConfig, MemoryManager, MemorySpec, PAGE_SIZE, SlabError,
@@ -121,17 +124,67 @@ impl KmmHeap {
         }
     }
 
-    /// Checks that a new object honours `align`.
+    /// Checks that a new object honours `align` (the report is built out of line).
     #[inline]
     fn check_aligned(ptr: NonNull<u8>, size: usize, align: usize) -> Result<(), HeapError> {
         if align > 8 && size > 0 && ptr.as_ptr().addr() & align.wrapping_sub(1) != 0 {
-            return Err(HeapError::Other(format!(
-                "kmalloc returned {:p} for {size} bytes, not aligned to {align}",
-                ptr.as_ptr()
-            )));
+            return Err(misaligned(ptr, size, align));
         }
         Ok(())
     }
+}
+
+impl KmmHeap {
+    /// The slab layer (every machine `KmmHeap::new` boots has one: host memory).
+    #[inline]
+    fn slab(&self) -> Option<&kmm::SlabAllocator<kmm::ZonedAllocator<DefaultBuddy>, HostCpus>> {
+        self.mm.slab()
+    }
+
+    /// `alloc` past kmalloc's lockless pop: the whole of `kmalloc`.
+    #[inline(never)]
+    fn alloc_rest(&mut self, size: usize, align: usize) -> Result<Handle, HeapError> {
+        let rounded = Self::effective_size(size, align)?;
+        let ptr = self
+            .mm
+            .kmalloc(rounded, GFP_KERNEL)
+            .map_err(|error| heap_error(error, size))?;
+        Self::check_aligned(ptr, size, align)?;
+        self.count(size, align);
+        Ok(Handle::new(ptr))
+    }
+
+    /// `free` of an object outside this CPU's slab: the rest of its `kfree`, on its slab.
+    #[inline(never)]
+    fn free_to_slab(&mut self, rest: SlowFree, size: usize, align: usize) -> Result<(), HeapError> {
+        let slab = self
+            .slab()
+            .ok_or_else(|| HeapError::Other("no slab layer".into()))?;
+        slab.kfree_slow(rest)
+            .map_err(|error| HeapError::Other(error.to_string()))?;
+        self.uncount(size, align);
+        Ok(())
+    }
+
+    /// `free` of what kfree's lockless half declined: the whole of `kfree`.
+    #[inline(never)]
+    fn free_rest(&mut self, handle: Handle, size: usize, align: usize) -> Result<(), HeapError> {
+        self.mm
+            .kfree(Some(handle.as_ptr()))
+            .map_err(|error| HeapError::Other(error.to_string()))?;
+        self.uncount(size, align);
+        Ok(())
+    }
+}
+
+/// The replay's error for an object kmalloc returned at an address not aligned as asked.
+#[cold]
+#[inline(never)]
+fn misaligned(ptr: NonNull<u8>, size: usize, align: usize) -> HeapError {
+    HeapError::Other(format!(
+        "kmalloc returned {:p} for {size} bytes, not aligned to {align}",
+        ptr.as_ptr()
+    ))
 }
 
 /// The replay's error for a refused kmalloc.
@@ -166,23 +219,33 @@ unsafe impl ReplayHeap for KmmHeap {
             .map_err(|error| format!("cannot make the machine's memory resident: {error}"))
     }
 
+    #[inline]
     fn alloc(&mut self, size: usize, align: usize) -> Result<Handle, HeapError> {
-        let rounded = Self::effective_size(size, align)?;
-        let ptr = self
-            .mm
-            .kmalloc(rounded, GFP_KERNEL)
-            .map_err(|error| heap_error(error, size))?;
-        Self::check_aligned(ptr, size, align)?;
-        self.count(size, align);
-        Ok(Handle::new(ptr))
+        // kmalloc's lockless pop inline; the rest of kmalloc, and any error, out of line.
+        if let Ok(rounded) = Self::effective_size(size, align)
+            && let Some(ptr) = self
+                .slab()
+                .and_then(|s| s.kmalloc_fast(rounded, GFP_KERNEL))
+        {
+            Self::check_aligned(ptr, size, align)?;
+            self.count(size, align);
+            return Ok(Handle::new(ptr));
+        }
+        self.alloc_rest(size, align)
     }
 
+    #[inline]
     unsafe fn free(&mut self, handle: Handle, size: usize, align: usize) -> Result<(), HeapError> {
-        self.mm
-            .kfree(Some(handle.as_ptr()))
-            .map_err(|error| HeapError::Other(error.to_string()))?;
-        self.uncount(size, align);
-        Ok(())
+        // kfree's lockless push inline; the free to another slab, the rest of kfree and any
+        // error out of line.
+        match self.slab().map(|s| s.kfree_fast_split(handle.as_ptr())) {
+            Some(FastFree::Freed) => {
+                self.uncount(size, align);
+                Ok(())
+            }
+            Some(FastFree::Slow(rest)) => self.free_to_slab(rest, size, align),
+            Some(FastFree::Declined) | None => self.free_rest(handle, size, align),
+        }
     }
 
     unsafe fn realloc(
