@@ -17,7 +17,7 @@ use kmm_percpu::CpuContext;
 use spin::{Mutex, Once};
 
 use crate::cache::{
-    Cache, CpuSlot, EARLY, Early, KmallocSlots, Lookup, NO_SLAB, NOT_EARLY, PushMiss, SLAB_ID_BITS,
+    Cache, CpuSlot, EARLY, KmallocSlots, Lookup, NO_SLAB, NOT_EARLY, PushMiss, SLAB_ID_BITS,
     SLAB_ID_MASK, SlabMeta,
 };
 use crate::layout::{
@@ -49,21 +49,6 @@ pub enum FastFree {
     /// [`SlabAllocator::kfree_slow`] finishes the free.
     Slow(SlowFree),
     /// Nothing changed; [`SlabAllocator::kfree`] frees or reports.
-    Declined,
-}
-
-/// [`SlabAllocator::kfree_split`]'s answer: [`FastFree`]'s, with the
-/// objects of other caches' slabs (which `kfree` frees through the slab's
-/// descriptor) told apart from the other declines.
-enum Split {
-    Freed,
-    Slow(SlowFree),
-    /// An object of slab `id` of a cache that is not a kmalloc one, on the
-    /// CPU `on`: nothing changed.
-    Cache {
-        id: u32,
-        on: (usize, bool),
-    },
     Declined,
 }
 
@@ -642,31 +627,6 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// [`SlabError::NoMemory`].
     #[inline(always)]
     pub fn kmalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
-        match self.kmalloc_pop(size, gfp) {
-            // Zeroed, or reported if null, out of line.
-            Some((cache, obj)) => self.handed(cache, obj, gfp),
-            None => self.kmalloc_slow(size, gfp),
-        }
-    }
-
-    /// The pop of [`SlabAllocator::kmalloc_fast`], whatever `gfp` asks of
-    /// the object, with the cache it came from.
-    #[inline(always)]
-    fn kmalloc_pop(&self, size: usize, gfp: Gfp) -> Option<(Early<'_>, *mut u8)> {
-        let k = Self::kmalloc_slab(size, gfp - (Gfp::HIGHMEM | Gfp::DMA32))?;
-        let (cache, (slot, _, exclusive)) = self.early_at(k, self.cpus.current_cpu_quick()?)?;
-        let obj = if exclusive {
-            slot.owner_pop()
-        } else {
-            slot.shared_pop()
-        };
-        Some((cache, obj.ok()?))
-    }
-
-    /// [`SlabAllocator::kmalloc`] past its lockless pop, out of line, so that
-    /// a caller's fast path keeps few registers live.
-    #[inline(never)]
-    fn kmalloc_slow(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
         let gfp = gfp - (Gfp::HIGHMEM | Gfp::DMA32);
         let Some(k) = Self::kmalloc_slab(size, gfp) else {
             if size == 0 {
@@ -697,7 +657,14 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         if gfp.contains(Gfp::ZERO) {
             return None;
         }
-        NonNull::new(self.kmalloc_pop(size, gfp)?.1)
+        let k = Self::kmalloc_slab(size, gfp - (Gfp::HIGHMEM | Gfp::DMA32))?;
+        let (_, (slot, _, exclusive)) = self.early_at(k, self.cpus.current_cpu_quick()?)?;
+        let obj = if exclusive {
+            slot.owner_pop()
+        } else {
+            slot.shared_pop()
+        };
+        NonNull::new(obj.ok()?)
     }
 
     /// The lockless per-CPU half of [`SlabAllocator::kfree`] alone: `true`
@@ -721,34 +688,20 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// and the caller calls `kfree`.
     #[inline(always)]
     pub fn kfree_fast_split(&self, ptr: NonNull<u8>) -> FastFree {
-        match self.kfree_split(ptr) {
-            Split::Freed => FastFree::Freed,
-            Split::Slow(rest) => FastFree::Slow(rest),
-            Split::Cache { .. } | Split::Declined => FastFree::Declined,
-        }
-    }
-
-    /// [`SlabAllocator::kfree_fast_split`] telling apart, for `kfree`, an
-    /// object of a slab of another cache than the kmalloc ones.
-    #[inline(always)]
-    fn kfree_split(&self, ptr: NonNull<u8>) -> Split {
         let addr = ptr.as_ptr().addr();
         let Some((_, f)) = self.pages.virt_to_page_quick(addr) else {
-            return Split::Declined;
+            return FastFree::Declined;
         };
         if !f.test(PageFlags::SLAB) {
-            return Split::Declined;
+            return FastFree::Declined;
         }
         let word = f.private();
         let early = word >> SLAB_ID_BITS;
         let Some(on) = self.cpus.current_cpu_quick() else {
-            return Split::Declined;
+            return FastFree::Declined;
         };
         let Some((_, (slot, _, exclusive))) = self.early_at(early as usize, on) else {
-            return Split::Cache {
-                id: word & SLAB_ID_MASK,
-                on,
-            };
+            return FastFree::Declined;
         };
         let pushed = if exclusive {
             slot.owner_push(addr)
@@ -756,9 +709,9 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             slot.shared_push(addr)
         };
         match pushed {
-            Ok(()) => Split::Freed,
-            Err(PushMiss::Slow) => Split::Slow(SlowFree { obj: ptr, word }),
-            Err(PushMiss::Bad { .. }) => Split::Declined,
+            Ok(()) => FastFree::Freed,
+            Err(PushMiss::Slow) => FastFree::Slow(SlowFree { obj: ptr, word }),
+            Err(PushMiss::Bad { .. }) => FastFree::Declined,
         }
     }
 
@@ -902,19 +855,6 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         let Some(p) = ptr else {
             return Ok(());
         };
-        match self.kfree_split(p) {
-            Split::Freed => Ok(()),
-            Split::Slow(rest) => self.kfree_slow(rest),
-            Split::Cache { id, on } => self.kfree_by_descriptor(p, id, on),
-            Split::Declined => self.kfree_rest(p),
-        }
-    }
-
-    /// [`SlabAllocator::kfree`] of anything but a slab object found by the
-    /// quick lookup on a CPU with a quick answer, out of line, so that a
-    /// caller's fast path keeps few registers live.
-    #[inline(never)]
-    fn kfree_rest(&self, p: NonNull<u8>) -> Result<(), SlabError> {
         if zero_or_null(p) {
             return Ok(());
         }
@@ -930,8 +870,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
 
     /// `kfree` of `p`, in slab `id` of the cache the frame names (`early`,
     /// see [`Lookup::Slab`]), on the CPU `on`: a kmalloc cache and its CPU
-    /// slots straight from the frame; others through the slab's
-    /// descriptor, out of line.
+    /// slots straight from the frame; others through the slab's descriptor.
     #[inline(always)]
     fn kfree_slab(
         &self,
@@ -940,21 +879,9 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         early: u32,
         on: (usize, bool),
     ) -> Result<(), SlabError> {
-        match self.early_at(early as usize, on) {
-            Some((cache, at)) => self.cache_free_at(cache, at, p, Some(id)),
-            None => self.kfree_by_descriptor(p, id, on),
+        if let Some((cache, at)) = self.early_at(early as usize, on) {
+            return self.cache_free_at(cache, at, p, Some(id));
         }
-    }
-
-    /// [`SlabAllocator::kfree_slab`] of an object of a cache that is not a
-    /// kmalloc one: the cache from the slab's descriptor.
-    #[inline(never)]
-    fn kfree_by_descriptor(
-        &self,
-        p: NonNull<u8>,
-        id: u32,
-        on: (usize, bool),
-    ) -> Result<(), SlabError> {
         let cache = self
             .meta(id)
             .and_then(|meta| meta.cache.load(Relaxed).checked_sub(1))

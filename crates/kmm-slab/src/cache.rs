@@ -1483,7 +1483,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// case, through [`SlabAllocator::hand_out`] (out of line) when it must
     /// be zeroed or is null.
     #[inline(always)]
-    pub(crate) fn handed<'c>(
+    fn handed<'c>(
         &'c self,
         cache: impl CacheRef<'c>,
         obj: *mut u8,
