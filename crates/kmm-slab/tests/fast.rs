@@ -11,7 +11,7 @@ use core::ptr::NonNull;
 use common::{Machine, boot, boot_sole};
 use kmm_gfp::{GFP_DMA, GFP_KERNEL, Gfp};
 use kmm_percpu::FixedCpu;
-use kmm_slab::{FastFree, SlabError, SlabFlags, ZERO_SIZE_PTR};
+use kmm_slab::{FastFree, KmemCache, SlabError, SlabFlags, ZERO_SIZE_PTR};
 
 fn at(p: NonNull<u8>, off: usize) -> NonNull<u8> {
     NonNull::new(p.as_ptr().wrapping_add(off)).unwrap()
@@ -93,10 +93,21 @@ fn kmalloc_fast_declines_what_kmalloc_does_more_for() {
     }
 }
 
-#[test]
-fn kfree_fast_declines_everything_but_a_cpu_slab_object() {
-    for (m, cpus) in machines() {
-        let free0 = m.buddy_free();
+/// One pointer of each kind the fast free must tell apart, made on CPU 0
+/// (where the caller then frees): an object of its kmalloc-128 slab, a
+/// large kmalloc, an object of a `kmem_cache` of the same size, an object
+/// of CPU 1's kmalloc-128 slab (remote on CPU 0), and a foreign block.
+struct Spread {
+    p: NonNull<u8>,
+    large: NonNull<u8>,
+    c: KmemCache,
+    obj: NonNull<u8>,
+    remote: NonNull<u8>,
+    foreign: Box<u64>,
+}
+
+impl Spread {
+    fn new(m: &Machine, cpus: &FixedCpu) -> Spread {
         let p = m.slab.kmalloc(128, GFP_KERNEL).unwrap();
         let large = m.slab.kmalloc(20_000, GFP_KERNEL).unwrap();
         let c = m
@@ -104,31 +115,58 @@ fn kfree_fast_declines_everything_but_a_cpu_slab_object() {
             .kmem_cache_create("fast-test", 128, 0, SlabFlags::empty(), None)
             .unwrap();
         let obj = m.slab.kmem_cache_alloc(&c, GFP_KERNEL).unwrap();
-        // An object of CPU 1's slab, freed on CPU 0 (where it is remote).
         cpus.set_current(1).unwrap();
         let remote = m.slab.kmalloc(128, GFP_KERNEL).unwrap();
         cpus.set_current(0).unwrap();
-        let mut stack = 0u64;
-        let on_stack = NonNull::from(&mut stack).cast::<u8>();
-        let before = m.digest();
-        for (what, ptr) in [
+        Spread {
+            p,
+            large,
+            c,
+            obj,
+            remote,
+            foreign: Box::new(0),
+        }
+    }
+
+    /// Every pointer but the remote object, which a fast free of any kind
+    /// declines: nothing it could push, or a misuse `kfree` reports.
+    fn declined(&self) -> [(&'static str, NonNull<u8>); 5] {
+        [
             ("ZERO_SIZE_PTR", ZERO_SIZE_PTR),
-            ("the middle of an object", at(p, 8)),
-            ("a large kmalloc", large),
-            ("a kmem_cache object", obj),
-            ("another CPU's slab", remote),
-            ("a foreign pointer", on_stack),
-        ] {
+            ("the middle of a CPU slab's object", at(self.p, 8)),
+            ("a large kmalloc", self.large),
+            ("a kmem_cache object", self.obj),
+            ("a foreign pointer", NonNull::from(&*self.foreign).cast()),
+        ]
+    }
+}
+
+#[test]
+fn kfree_fast_declines_everything_but_a_cpu_slab_object() {
+    for (m, cpus) in machines() {
+        let free0 = m.buddy_free();
+        let spread = Spread::new(&m, &cpus);
+        let before = m.digest();
+        let remote = ("another CPU's slab", spread.remote);
+        for (what, ptr) in spread.declined().into_iter().chain([remote]) {
             assert!(!m.slab.kfree_fast(ptr), "{what}");
             assert_eq!(m.digest(), before, "{what}");
         }
         // `kfree` then does what the fast half left: report or free.
+        let Spread {
+            p,
+            large,
+            c,
+            obj,
+            remote,
+            foreign,
+        } = spread;
         assert!(matches!(
             m.slab.kfree(Some(at(p, 8))),
             Err(SlabError::NotObjectStart { .. })
         ));
         assert!(matches!(
-            m.slab.kfree(Some(on_stack)),
+            m.slab.kfree(Some(NonNull::from(&*foreign).cast())),
             Err(SlabError::ForeignPointer { .. })
         ));
         for ptr in [p, large, obj, remote] {
@@ -152,32 +190,22 @@ fn kind(f: &FastFree) -> &'static str {
 fn kfree_fast_split_hands_another_slabs_object_to_kfree_slow() {
     for (m, cpus) in machines() {
         let free0 = m.buddy_free();
-        let p = m.slab.kmalloc(128, GFP_KERNEL).unwrap();
-        let large = m.slab.kmalloc(20_000, GFP_KERNEL).unwrap();
-        let c = m
-            .slab
-            .kmem_cache_create("split-test", 128, 0, SlabFlags::empty(), None)
-            .unwrap();
-        let obj = m.slab.kmem_cache_alloc(&c, GFP_KERNEL).unwrap();
-        cpus.set_current(1).unwrap();
-        let remote = m.slab.kmalloc(128, GFP_KERNEL).unwrap();
-        let remote2 = m.slab.kmalloc(128, GFP_KERNEL).unwrap();
-        cpus.set_current(0).unwrap();
-        let mut stack = 0u64;
-        let on_stack = NonNull::from(&mut stack).cast::<u8>();
+        let spread = Spread::new(&m, &cpus);
         let before = m.digest();
         // Everything `kfree` must look at afresh is declined, as by `kfree_fast`.
-        for (what, ptr) in [
-            ("ZERO_SIZE_PTR", ZERO_SIZE_PTR),
-            ("the middle of a CPU slab's object", at(p, 8)),
-            ("a large kmalloc", large),
-            ("a kmem_cache object", obj),
-            ("a foreign pointer", on_stack),
-        ] {
+        for (what, ptr) in spread.declined() {
             let f = m.slab.kfree_fast_split(ptr);
             assert!(matches!(f, FastFree::Declined), "{what}: {}", kind(&f));
             assert_eq!(m.digest(), before, "{what}");
         }
+        let Spread {
+            p,
+            large,
+            c,
+            obj,
+            remote,
+            ..
+        } = spread;
         // Another slab's object: nothing changes until `kfree_slow`, which
         // checks it as `kfree` does, then frees it to its slab.
         let FastFree::Slow(middle) = m.slab.kfree_fast_split(at(remote, 8)) else {
@@ -208,7 +236,7 @@ fn kfree_fast_split_hands_another_slabs_object_to_kfree_slow() {
         assert_eq!(m.digest(), after);
         // This CPU's own object is pushed at once.
         assert!(matches!(m.slab.kfree_fast_split(p), FastFree::Freed));
-        for ptr in [large, obj, remote2] {
+        for ptr in [large, obj] {
             m.slab.kfree(Some(ptr)).unwrap();
         }
         m.slab.kmem_cache_destroy(&c).unwrap();

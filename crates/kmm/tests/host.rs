@@ -22,6 +22,26 @@ fn machine() -> (Arc<HostMemory>, MemoryManager) {
     (host, mm)
 }
 
+/// A zoned page allocator (no per-CPU lists, one CPU) over host memory laid
+/// out as `layout`.
+fn zoned_on_host(
+    layout: MachineLayout,
+) -> (
+    Arc<HostMemory>,
+    kmm_zone::ZonedAllocator<kmm_buddy::EagerBuddy>,
+) {
+    let host = Arc::new(HostMemory::new(&layout.present_ranges(), layout.lowmem_end()).unwrap());
+    let cfg = kmm_zone::ZonedConfig {
+        layout,
+        pcp: false,
+        min_free_kbytes: None,
+    };
+    let za =
+        kmm_zone::ZonedAllocator::new(cfg, Arc::new(kmm_percpu::FixedCpu::new(1)), host.clone())
+            .unwrap();
+    (host, za)
+}
+
 fn read(host: &HostMemory, pfn: Pfn) -> Vec<u8> {
     let mut bytes = vec![0xffu8; PAGE_SIZE];
     // SAFETY: the test owns the frame (allocated to it and not freed), and no
@@ -88,7 +108,7 @@ fn populate_host_memory_makes_a_host_machine_resident() {
 #[test]
 fn virt_to_page_agrees_with_the_memory_at_every_page_of_the_direct_map() {
     use kmm_page::{PageAllocator, PfnRange, PhysMemory};
-    use kmm_zone::{Arch, ZonedAllocator, ZonedConfig};
+    use kmm_zone::Arch;
 
     // A hole inside ZONE_DMA, then DMA, Normal and HighMem: three lowmem
     // ranges (the zone allocator's fast path knows only the largest) and
@@ -97,18 +117,7 @@ fn virt_to_page_agrees_with_the_memory_at_every_page_of_the_direct_map() {
         Arch::X86_32,
         &[PfnRange::new(0, 1000), PfnRange::new(2000, 240_000)],
     );
-    let host = Arc::new(HostMemory::new(&layout.present_ranges(), layout.lowmem_end()).unwrap());
-    let cfg = ZonedConfig {
-        layout,
-        pcp: false,
-        min_free_kbytes: None,
-    };
-    let za = ZonedAllocator::<kmm_buddy::EagerBuddy>::new(
-        cfg,
-        Arc::new(kmm_percpu::FixedCpu::new(1)),
-        host.clone(),
-    )
-    .unwrap();
+    let (host, za) = zoned_on_host(layout);
     // What `virt_to_page` means: the memory's `virt_to_pfn`, then the frame.
     let expected = |addr: usize| {
         let pfn = host.virt_to_pfn(addr)?;
@@ -154,24 +163,12 @@ fn virt_to_page_agrees_with_the_memory_at_every_page_of_the_direct_map() {
 fn the_quick_lookup_covers_the_higher_of_two_zones_as_large() {
     use kmm_gfp::ZoneType;
     use kmm_page::{PageAllocator, PhysMemory};
-    use kmm_zone::{ZonedAllocator, ZonedConfig};
 
     // 32 MiB on x86-64: ZONE_DMA and ZONE_DMA32 hold 16 MiB each, and
     // `GFP_KERNEL` pages (every kmalloc slab) come from ZONE_DMA32, so that
     // is the zone `kfree`'s quick lookup must cover.
     let layout = MachineLayout::x86_64(32 << 20);
-    let host = Arc::new(HostMemory::new(&layout.present_ranges(), layout.lowmem_end()).unwrap());
-    let cfg = ZonedConfig {
-        layout,
-        pcp: false,
-        min_free_kbytes: None,
-    };
-    let za = ZonedAllocator::<kmm_buddy::EagerBuddy>::new(
-        cfg,
-        Arc::new(kmm_percpu::FixedCpu::new(1)),
-        host.clone(),
-    )
-    .unwrap();
+    let (host, za) = zoned_on_host(layout);
     let pfn = za.alloc_pages(GFP_KERNEL, 0).unwrap();
     assert_eq!(za.zone_of(pfn), Some(ZoneType::Dma32));
     let addr = host.direct_map(pfn).unwrap().as_ptr().addr();
