@@ -12,10 +12,12 @@
 //! allocates from, once.
 //!
 //! On a CPU held alone, `alloc` and `dealloc` first try the lockless halves
-//! alone ([`SlabAllocator::kmalloc_fast`], [`SlabAllocator::kfree_fast`]),
+//! alone ([`SlabAllocator::kmalloc_fast`], [`SlabAllocator::kfree_fast_split`]),
 //! inline and without a call, and leave every other case to an out-of-line
 //! slow path: `alloc` is a leaf function, which a global allocator called
-//! once per object needs to be as fast as glibc's `malloc`. Allocations are
+//! once per object needs to be as fast as glibc's `malloc`. A free of an
+//! object outside the CPU's slab goes from the fast path straight to the
+//! slab free ([`SlabAllocator::kfree_slow`]), without a second lookup. Allocations are
 //! counted in a thread-local and added to the machine on the thread's slow
 //! paths and when it exits (see [`GlobalKmallocStats::kmallocs`]). `realloc`
 //! keeps a block while the bucket its old layout asked for holds the new
@@ -466,9 +468,11 @@ impl GlobalKmalloc {
 // `kfree` exactly when it lies in the machine's direct map, which only
 // kmalloc's pointers do (the system allocator never returns memory inside
 // that mapping while it exists, and the machine lives as long as the
-// allocator); `kfree_fast` takes only pointers whose frame lies in the direct
-// map's quick range, and declines every other one, changing nothing. All
-// others go back to `System`, which handed them out with the same layout.
+// allocator); `kfree_fast_split` takes only pointers whose frame lies in the
+// direct map's quick range, and declines every other one, changing nothing
+// (its `Slow` token, for such a pointer only, goes to `kfree_slow`, the rest
+// of `kfree`). All others go back to `System`, which handed them out with the
+// same layout.
 unsafe impl GlobalAlloc for GlobalKmalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -538,7 +542,7 @@ impl GlobalKmalloc {
             .flatten()
             .is_none()
         {
-            // As in `deallocate`: leak what `kfree` refused.
+            // As in `deallocate`: leak what `kfree` refused, and count it.
             self.errors.fetch_add(1, Relaxed);
         }
     }

@@ -132,9 +132,7 @@ impl KmmHeap {
         }
         Ok(())
     }
-}
 
-impl KmmHeap {
     /// The slab layer (every machine `KmmHeap::new` boots has one: host memory).
     #[inline]
     fn slab(&self) -> Option<&kmm::SlabAllocator<kmm::ZonedAllocator<DefaultBuddy>, HostCpus>> {
