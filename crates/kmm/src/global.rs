@@ -45,7 +45,7 @@ use std::alloc::System;
 use kmm_gfp::GFP_KERNEL;
 use kmm_host::{CpuBinding, HostCpus};
 use kmm_percpu::CpuContext;
-use kmm_slab::{FastFree, KMALLOC_MAX_SIZE, SlabAllocator, SlowFree};
+use kmm_slab::{FastFree, KMALLOC_MAX_SIZE, SlabAllocator, SlabError, SlowFree};
 
 use crate::{
     Arch, Backing, DefaultBuddy, MachineConfig, MemoryManager, MemorySpec, ZonedAllocator,
@@ -538,11 +538,15 @@ impl GlobalKmalloc {
     /// (`__slab_free`), without looking the object up again.
     #[inline(never)]
     fn free_to_slab(&self, machine: &Machine, free: SlowFree) {
-        if guarded(|| machine.slab.kfree_slow(free).ok())
-            .flatten()
-            .is_none()
-        {
-            // As in `deallocate`: leak what `kfree` refused, and count it.
+        self.kfree_guarded(|| machine.slab.kfree_slow(free));
+    }
+
+    /// Runs a `kfree` (or its rest) under the re-entrancy guard. One that
+    /// refused (or re-entered) is counted, and its object leaked rather than
+    /// kmalloc memory handed to the system allocator.
+    #[inline]
+    fn kfree_guarded(&self, kfree: impl FnOnce() -> Result<(), SlabError>) {
+        if guarded(|| kfree().ok()).flatten().is_none() {
             self.errors.fetch_add(1, Relaxed);
         }
     }
@@ -556,12 +560,7 @@ impl GlobalKmalloc {
     #[inline(never)]
     unsafe fn deallocate(&self, ptr: *mut u8, layout: Layout) {
         if let Some(machine) = self.owner_of(ptr) {
-            let freed = guarded(|| machine.slab.kfree(NonNull::new(ptr)).ok()).flatten();
-            if freed.is_none() {
-                // A `kfree` refused (or re-entered): leak the object rather
-                // than hand kmalloc memory to the system allocator.
-                self.errors.fetch_add(1, Relaxed);
-            }
+            self.kfree_guarded(|| machine.slab.kfree(NonNull::new(ptr)));
             return;
         }
         // SAFETY: `ptr` is not kmalloc's, so the system allocator returned it

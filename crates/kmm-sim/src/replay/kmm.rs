@@ -158,18 +158,26 @@ impl KmmHeap {
         let slab = self
             .slab()
             .ok_or_else(|| HeapError::Other("no slab layer".into()))?;
-        slab.kfree_slow(rest)
-            .map_err(|error| HeapError::Other(error.to_string()))?;
-        self.uncount(size, align);
-        Ok(())
+        let freed = slab.kfree_slow(rest);
+        self.freed(freed, size, align)
     }
 
     /// `free` of what kfree's lockless half declined: the whole of `kfree`.
     #[inline(never)]
     fn free_rest(&mut self, handle: Handle, size: usize, align: usize) -> Result<(), HeapError> {
-        self.mm
-            .kfree(Some(handle.as_ptr()))
-            .map_err(|error| HeapError::Other(error.to_string()))?;
+        let freed = self.mm.kfree(Some(handle.as_ptr()));
+        self.freed(freed, size, align)
+    }
+
+    /// The end of a `free` out of line: the request (`size` bytes aligned to `align`) is
+    /// gone if kfree took the object, else kfree's report.
+    fn freed(
+        &mut self,
+        freed: Result<(), impl std::fmt::Display>,
+        size: usize,
+        align: usize,
+    ) -> Result<(), HeapError> {
+        freed.map_err(|error| HeapError::Other(error.to_string()))?;
         self.uncount(size, align);
         Ok(())
     }
