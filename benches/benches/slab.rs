@@ -1,8 +1,8 @@
-//! Slab benches: the `kmem_cache` fast path against a bare `Vec` push/pop,
-//! kmalloc pairs across sizes against the system allocator, and the fast
-//! path on 1 and 2 threads (and on 2 threads of separate machines, the
-//! host's own ceiling for two busy threads). kmm runs two ways: on a CPU
-//! the thread may share (`HostCpus::bind`, compare-exchange fast paths) and
+//! Slab benches: the `kmem_cache` fast path, and a `LocalCache`'s, against a
+//! bare `Vec` push/pop, kmalloc pairs across sizes against the system
+//! allocator, and the fast path on 1 and 2 threads (and on 2 threads of
+//! separate machines, the host's own ceiling for two busy threads). kmm runs
+//! two ways: on a CPU the thread may share (`HostCpus::bind`, compare-exchange fast paths) and
 //! on a CPU it holds alone (`HostCpus::bind_exclusive`, plain loads and
 //! stores).
 
@@ -85,6 +85,15 @@ fn cache_pair(c: &mut Criterion) {
             })
         });
     }
+    // The same pair on a slab the caller holds (`LocalCache`): no CPU to
+    // find, no atomic, every check kept.
+    let mut local = slab.local_cache(&cache).unwrap();
+    g.bench_function("local_cache", |b| {
+        b.iter(|| {
+            let p = local.alloc(GFP_KERNEL).unwrap();
+            local.free(black_box(p)).unwrap();
+        })
+    });
     g.finish();
 }
 

@@ -429,7 +429,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         Ok(())
     }
 
-    fn check_handle(&self, cache: &KmemCache) -> Result<(), SlabError> {
+    pub(crate) fn check_handle(&self, cache: &KmemCache) -> Result<(), SlabError> {
         self.check_owner(cache)?;
         cache.inner.check_alive()
     }

@@ -558,14 +558,24 @@ impl CpuSlot {
 #[derive(Debug)]
 pub(crate) struct CpuSlab {
     pub(crate) slab: u32,
-    base: *mut u8,
+    pub(crate) base: *mut u8,
     len: usize,
     /// Offset of the last object start; an offset at or below it is inside the objects.
-    last: usize,
+    pub(crate) last: usize,
     pub(crate) freelist: usize,
 }
 
 impl CpuSlab {
+    /// No slab: every allocation's `freelist <= last` and every free's
+    /// `off <= last` fail (see [`CpuSlot`]).
+    pub(crate) const EMPTY: CpuSlab = CpuSlab {
+        slab: NO_SLAB,
+        base: core::ptr::null_mut(),
+        len: 0,
+        last: 0,
+        freelist: NIL,
+    };
+
     fn clear(&mut self) {
         self.slab = NO_SLAB;
         self.base = core::ptr::null_mut();
@@ -640,7 +650,7 @@ pub(crate) struct Cache {
     pub(crate) debug: bool,
     pub(crate) min_partial: usize,
     pub(crate) allocflags: Gfp,
-    recip: Reciprocal,
+    pub(crate) recip: Reciprocal,
     pub(crate) destroyed: AtomicBool,
     /// The cache's position in `SlabAllocator::early` (the kmalloc
     /// caches), [`NOT_EARLY`] for the others; kept in its slab frames (see
@@ -878,6 +888,10 @@ pub(crate) type SlotAt<'a> = (&'a CachePadded<CpuSlot>, usize, bool);
 fn frozen(cpu: usize) -> u32 {
     S_FROZEN + cpu as u32
 }
+
+/// The "CPU" whose frozen slabs are held by [`crate::LocalCache`]s: their
+/// state is `frozen(LOCAL)`, `u32::MAX`, far above any CPU's.
+pub(crate) const LOCAL: usize = (u32::MAX - S_FROZEN) as usize;
 
 impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// The CPU slots of `cache`: its own, or for a kmalloc cache its column
@@ -1499,7 +1513,12 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// zeroed if `gfp` asks.
     #[expect(unsafe_code, reason = "the slab layer owns its slabs' bytes")]
     #[inline(never)]
-    fn hand_out(&self, cache: &Cache, obj: *mut u8, gfp: Gfp) -> Result<NonNull<u8>, SlabError> {
+    pub(crate) fn hand_out(
+        &self,
+        cache: &Cache,
+        obj: *mut u8,
+        gfp: Gfp,
+    ) -> Result<NonNull<u8>, SlabError> {
         let Some(obj) = NonNull::new(obj) else {
             return Err(SlabError::Corrupted {
                 cache: cache.name.clone(),
@@ -1526,7 +1545,9 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             return Ok(None);
         };
         let next = mem.read_word(off + cache.layout.offset).unwrap_or(NIL - 1);
-        if next != NIL && next > c.last {
+        // Every offset on a freelist is an object start, hence a whole
+        // number of words (the `LocalCache` fast path relies on it).
+        if next != NIL && (next > c.last || !next.is_multiple_of(size_of::<usize>())) {
             // The free pointer was overwritten: drop the rest of the list.
             c.freelist = NIL;
             return Err(SlabError::Corrupted {
@@ -1566,7 +1587,21 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     ) -> Result<*mut u8, SlabError> {
         let mut c = slot.close();
         cache.check_alive()?;
-        if let Some(obj) = self.cpu_pop(cache, &mut c)? {
+        self.refill(cache, &mut c, cpu, gfp)
+    }
+
+    /// The body of [`SlabAllocator::refill_and_pop`] on a CPU slab its
+    /// caller owns (a closed slot's, or a [`crate::LocalCache`]'s, whose
+    /// "CPU" is [`LOCAL`]): pops what was pushed meanwhile, or refills from
+    /// the slab's remote frees, the node partial list, or a new slab, and pops.
+    pub(crate) fn refill(
+        &self,
+        cache: &Cache,
+        c: &mut CpuSlab,
+        cpu: usize,
+        gfp: Gfp,
+    ) -> Result<*mut u8, SlabError> {
+        if let Some(obj) = self.cpu_pop(cache, c)? {
             return Ok(obj);
         }
         {
@@ -1579,18 +1614,18 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
                 if remote != NIL {
                     c.freelist = remote;
                 } else {
-                    let d = self.deactivate(cache, &mut c, &mut n);
+                    let d = self.deactivate(cache, c, &mut n);
                     debug_assert_eq!(d, NO_SLAB);
                 }
             }
             if c.freelist == NIL {
                 c.clear();
                 if let Some(id) = self.pop_partial(&mut n) {
-                    self.freeze(cache, &mut c, &mut n, id, cpu);
+                    self.freeze(cache, c, &mut n, id, cpu);
                 }
             }
         }
-        if let Some(obj) = self.cpu_pop(cache, &mut c)? {
+        if let Some(obj) = self.cpu_pop(cache, c)? {
             return Ok(obj);
         }
         let id = self.new_slab(cache, gfp)?;
@@ -1600,13 +1635,39 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         {
             let mut n = cache.node.lock();
             Self::account_new(&mut n, meta);
-            self.freeze(cache, &mut c, &mut n, id, cpu);
+            self.freeze(cache, c, &mut n, id, cpu);
         }
-        self.cpu_pop(cache, &mut c)?
-            .ok_or_else(|| SlabError::Corrupted {
-                cache: cache.name.clone(),
-                object: 0,
-            })
+        self.cpu_pop(cache, c)?.ok_or_else(|| SlabError::Corrupted {
+            cache: cache.name.clone(),
+            object: 0,
+        })
+    }
+
+    /// The slow path of [`crate::LocalCache::alloc`]: a debug cache's
+    /// allocation, or a refill of the local slab `c` and its first object.
+    #[inline(never)]
+    pub(crate) fn local_alloc_slow(
+        &self,
+        cache: &Cache,
+        c: &mut CpuSlab,
+        gfp: Gfp,
+    ) -> Result<NonNull<u8>, SlabError> {
+        // A cache destroyed while the local cache held no slab.
+        cache.check_alive()?;
+        if cache.debug {
+            return self.alloc_debug(cache, gfp);
+        }
+        let obj = self.refill(cache, c, LOCAL, gfp)?;
+        self.hand_out(cache, obj, gfp)
+    }
+
+    /// Gives a [`crate::LocalCache`]'s slab back to the node
+    /// (`deactivate_slab`), freeing it if it is empty beyond `min_partial`.
+    pub(crate) fn release_local(&self, cache: &Cache, c: &mut CpuSlab) {
+        let discard = self.deactivate(cache, c, &mut cache.node.lock());
+        if discard != NO_SLAB {
+            self.free_slab(discard);
+        }
     }
 
     fn account_new(n: &mut Node, meta: &SlabMeta) {
@@ -2215,6 +2276,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         let mut cpu_listed = 0usize;
         let mut pages = 0usize;
         let mut partial = 0usize;
+        let mut local_own = 0usize;
         for (id, meta) in self.slabs.iter() {
             if meta.cache.load(Relaxed) != cache.id + 1 {
                 continue;
@@ -2275,6 +2337,10 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
                         return Err(format!("{name}: partial slab {id} is full"));
                     }
                 }
+                // A local cache's slab: its CPU freelist is the holder's
+                // alone, out of sight, and every object on either of its
+                // lists counts as allocated until the holder gives it back.
+                s if s == frozen(LOCAL) => local_own += own,
                 s if s >= S_FROZEN => {
                     let cpu = (s - S_FROZEN) as usize;
                     let c = guards
@@ -2324,10 +2390,11 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             ));
         }
         let counted = self.free_objects(cache, &n, &guards);
-        if counted != free + cpu_listed {
+        if counted + local_own != free + cpu_listed {
             return Err(format!(
-                "{name}: {} free objects on the lists, {counted} counted",
-                free + cpu_listed
+                "{name}: {} free objects on the lists, {} of them a local cache's, {counted} counted",
+                free + cpu_listed,
+                local_own
             ));
         }
         for (cpu, c) in guards.iter().enumerate() {
@@ -2346,7 +2413,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
 
 /// Error values built off the fast paths: building one clones the cache
 /// name's `Arc`, which the hot code should neither inline nor pay for.
-mod cold {
+pub(crate) mod cold {
     use super::Cache;
     use crate::SlabError;
 
@@ -2363,7 +2430,7 @@ mod cold {
     /// object start, or the object freed last (a double free).
     #[cold]
     #[inline(never)]
-    pub(super) fn bad_cpu_free(cache: &Cache, addr: usize, off: usize, last: usize) -> SlabError {
+    pub(crate) fn bad_cpu_free(cache: &Cache, addr: usize, off: usize, last: usize) -> SlabError {
         if cache.is_object_start(off, last) {
             double_free(cache, addr)
         } else {
@@ -2373,7 +2440,7 @@ mod cold {
 
     #[cold]
     #[inline(never)]
-    pub(super) fn double_free(cache: &Cache, object: usize) -> SlabError {
+    pub(crate) fn double_free(cache: &Cache, object: usize) -> SlabError {
         SlabError::DoubleFree {
             cache: cache.name.clone(),
             object,

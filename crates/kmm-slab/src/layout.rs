@@ -389,3 +389,40 @@ impl Reciprocal {
         ((off as u64 as u128 * self.m as u128) >> Self::SHIFT) as usize
     }
 }
+
+/// The index of an object start by one multiply, and a refusal for any
+/// other offset (the divisibility test by the multiplicative inverse, as in
+/// Hacker's Delight, 10-17): for `size = d << k` with `d` odd and `inv` the
+/// inverse of `d` modulo `2^64`, `(off * inv).rotate_right(k)` is
+/// `off / size` when `size` divides `off`, and above `u64::MAX / size`
+/// when it does not. So one comparison with the last index accepts exactly
+/// the object starts of a slab, whatever `off` is (an offset computed from
+/// a foreign address wraps to anything).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SlotIndex {
+    inv: u64,
+    shift: u32,
+}
+
+impl SlotIndex {
+    pub(crate) fn new(size: usize) -> SlotIndex {
+        let size = size.max(1) as u64;
+        let shift = size.trailing_zeros();
+        let d = size >> shift;
+        // Newton's iteration doubles the bits of the inverse each step; `d`
+        // itself is right to 3 bits (d * d = 1 mod 8 for odd d).
+        let mut inv = d;
+        for _ in 0..5 {
+            inv = inv.wrapping_mul(2u64.wrapping_sub(d.wrapping_mul(inv)));
+        }
+        debug_assert_eq!(d.wrapping_mul(inv), 1);
+        SlotIndex { inv, shift }
+    }
+
+    /// `off / size` if `size` divides `off`, else a value above
+    /// `u64::MAX / size` (so above the index of any slab's last object).
+    #[inline(always)]
+    pub(crate) fn index(self, off: usize) -> u64 {
+        (off as u64).wrapping_mul(self.inv).rotate_right(self.shift)
+    }
+}

@@ -9,6 +9,7 @@ mod cache;
 mod error;
 mod flags;
 pub mod layout;
+mod local;
 #[expect(
     unsafe_code,
     reason = "the only module that reads and writes slab memory"
@@ -25,6 +26,7 @@ pub use layout::{
     KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, kmalloc_index, kmalloc_size_for_align,
     kmalloc_size_roundup,
 };
+pub use local::LocalCache;
 
 #[cfg(test)]
 #[expect(

@@ -273,6 +273,22 @@ pub(crate) unsafe fn load_free_word(base: *mut u8, off: usize) -> usize {
     }
 }
 
+/// [`load_free_word`] of a word the caller knows to be aligned: the
+/// [`crate::LocalCache`] fast path, whose freelist offsets are all
+/// word-aligned (every one was tested when it entered the list).
+///
+/// # Safety
+///
+/// As [`load_free_word`], and `base + off` is aligned to a word.
+#[inline(always)]
+pub(crate) unsafe fn load_free_word_aligned(base: *mut u8, off: usize) -> usize {
+    let p = base.wrapping_add(off).cast::<usize>();
+    debug_assert!(p.is_aligned());
+    // SAFETY: aligned (the caller's promise), inside the mapped direct map
+    // with its provenance; see `load_free_word` for the races.
+    unsafe { AtomicUsize::from_ptr(p) }.load(Ordering::Relaxed)
+}
+
 /// Writes the free pointer at `base + off` atomically (the fast-path push),
 /// so that it never races with `load_free_word` of a delayed pop. The
 /// address is not tested: the fast paths free only object starts of caches

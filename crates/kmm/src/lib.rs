@@ -50,8 +50,8 @@ pub use kmm_page::{Mmu, VirtAddr};
 pub use kmm_percpu::{CpuContext, FixedCpu};
 pub use kmm_percpu::{PercpuAllocator, PercpuError, PercpuPtr};
 pub use kmm_slab::{
-    self as slab, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KmemCache, SlabAllocator, SlabError,
-    SlabFlags, SlabInfo, SlabMeminfo, ZERO_SIZE_PTR,
+    self as slab, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KmemCache, LocalCache, SlabAllocator,
+    SlabError, SlabFlags, SlabInfo, SlabMeminfo, ZERO_SIZE_PTR,
 };
 pub use kmm_vmalloc::{self as vmalloc, VmallocError, VmallocSpace};
 pub use kmm_zone::{Arch, MachineLayout, ZoneError, ZonedAllocator, snapshot::ZoneSnapshot};

@@ -13,7 +13,7 @@ use core::ptr::NonNull;
 use kmm_buddy::BuddyBackend;
 use kmm_gfp::Gfp;
 use kmm_percpu::CpuContext;
-use kmm_slab::{KmemCache, SlabAllocator, SlabFlags};
+use kmm_slab::{KmemCache, LocalCache, SlabAllocator, SlabFlags};
 use kmm_zone::ZonedAllocator;
 
 use crate::{KmmError, MemoryManager};
@@ -98,6 +98,16 @@ impl<B: BuddyBackend, C: ?Sized + CpuContext> MemoryManager<B, C> {
     /// Frees an object of `cache` (`kmem_cache_free`, `mm/slub.c`).
     pub fn kmem_cache_free(&self, cache: &KmemCache, obj: NonNull<u8>) -> Result<(), KmmError> {
         Ok(self.slab_or_err()?.kmem_cache_free(cache, obj)?)
+    }
+
+    /// A [`LocalCache`] of `cache`: a slab held by the caller, whose
+    /// allocations and frees take no lock, atomic or CPU lookup (see
+    /// [`SlabAllocator::local_cache`]).
+    pub fn local_cache<'a>(
+        &'a self,
+        cache: &'a KmemCache,
+    ) -> Result<LocalCache<'a, ZonedAllocator<B>, C>, KmmError> {
+        Ok(self.slab_or_err()?.local_cache(cache)?)
     }
 
     /// Gives the empty slabs of `cache` back to the page allocator

@@ -223,6 +223,39 @@ fn no_memory_has_no_slab_layer<B: BuddyBackend>() {
     assert!(!mm.proc("/proc/meminfo").unwrap().contains("Slab:"));
 }
 
+fn a_local_cache_through_the_facade<B: BuddyBackend>() {
+    let mm: MemoryManager<B> = boot(Backing::Host);
+    let cache = mm
+        .kmem_cache_create("dentry", 192, 0, SlabFlags::HWCACHE_ALIGN, None)
+        .unwrap();
+    let active = |mm: &MemoryManager<B>| -> String {
+        let info = mm.proc("/proc/slabinfo").unwrap();
+        let row = info.lines().find(|l| l.starts_with("dentry ")).unwrap();
+        row.split_whitespace().nth(1).unwrap().to_owned()
+    };
+    {
+        let mut local = mm.local_cache(&cache).unwrap();
+        let objs: Vec<_> = (0..100).map(|_| local.alloc(GFP_KERNEL).unwrap()).collect();
+        // Objects of the held slab count as allocated, free or not.
+        let per = cache.objects_per_slab();
+        let held = 100usize.div_ceil(per) * per;
+        assert_eq!(active(&mm), held.to_string());
+        for o in objs {
+            local.free(o).unwrap();
+        }
+        mm.check_invariants().unwrap();
+    }
+    assert_eq!(active(&mm), "0");
+    mm.kmem_cache_destroy(&cache).unwrap();
+    mm.check_invariants().unwrap();
+    // A machine without memory behind its frames has no slab layer.
+    let bare: MemoryManager<B> = boot(Backing::NoMemory);
+    let other = mm
+        .kmem_cache_create("other", 8, 0, SlabFlags::empty(), None)
+        .unwrap();
+    assert!(matches!(bare.local_cache(&other), Err(KmmError::NoSlab)));
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod eager {
@@ -240,4 +273,5 @@ both_backends!(
     slab_caches_and_slabinfo,
     kfree_of_a_foreign_pointer_changes_nothing,
     no_memory_has_no_slab_layer,
+    a_local_cache_through_the_facade,
 );
