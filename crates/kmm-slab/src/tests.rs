@@ -451,7 +451,7 @@ fn a_local_cache_beside_other_threads_on_heap_memory() {
     // they are not, so that every access it checks is the slab layer's
     // own (a delayed CPU-slab pop may read a word of a slab that has since
     // gone to the holder, the race `raw::load_free_word` describes).
-    let rounds = if cfg!(miri) { 40 } else { 4_000 };
+    let rounds = if cfg!(miri) { 24 } else { 4_000 };
     let stamp = !cfg!(miri);
     let (za, slab, _cpu) = boot(32, 1);
     let free0 = free_pages(&za);

@@ -87,6 +87,38 @@ fn kfree_of_the_middle_of_an_object() {
 }
 
 #[test]
+fn kfree_past_the_last_object_of_a_slab() {
+    // kmalloc-96: 42 objects in a page, then 64 bytes that are no object.
+    let (m, cpus) = boot(2);
+    let first = m.slab.kmalloc(96, GFP_KERNEL).unwrap();
+    let per = 4096 / 96;
+    let tail = at(first, per * 96);
+    assert_eq!(
+        tail.as_ptr().addr() % 4096,
+        per * 96,
+        "the first object starts its slab"
+    );
+    let before = m.digest();
+    for cpu in [0, 1] {
+        // From the slab's CPU (the fast path refuses, `__slab_free` reports)
+        // and from another (straight to `__slab_free`).
+        cpus.set_current(cpu).unwrap();
+        for q in [tail, at(tail, 8), at(tail, 63)] {
+            assert_eq!(
+                m.slab.kfree(Some(q)),
+                Err(SlabError::NotObjectStart {
+                    addr: q.as_ptr().addr(),
+                    cache: "kmalloc-96".into()
+                })
+            );
+            assert_eq!(m.digest(), before);
+        }
+    }
+    cpus.set_current(0).unwrap();
+    m.slab.kfree(Some(first)).unwrap();
+}
+
+#[test]
 fn double_free_is_refused() {
     let (m, _) = boot(1);
     let p = m.slab.kmalloc(32, GFP_KERNEL).unwrap();
