@@ -711,7 +711,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         match pushed {
             Ok(()) => FastFree::Freed,
             Err(PushMiss::Slow) => FastFree::Slow(SlowFree { obj: ptr, word }),
-            Err(PushMiss::DoubleFree) => FastFree::Declined,
+            Err(PushMiss::Bad { .. }) => FastFree::Declined,
         }
     }
 

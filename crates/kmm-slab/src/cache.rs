@@ -238,8 +238,9 @@ pub(crate) enum PopMiss {
 pub(crate) enum PushMiss {
     /// A closed slot, or an object outside the CPU slab: the slow path's case.
     Slow,
-    /// The object is the freelist's head: a double free.
-    DoubleFree,
+    /// Offset `off` of the CPU slab (whose last object starts at `last`)
+    /// is not an object start, or is the freelist's head (a double free).
+    Bad { off: usize, last: usize },
 }
 
 /// A CPU's slab (`struct kmem_cache_cpu`), read and changed without a lock.
@@ -274,9 +275,6 @@ pub(crate) struct CpuSlot {
     base: AtomicPtr<u8>,
     /// Offset of the last object start of the frozen slab.
     last: AtomicUsize,
-    /// Index of the frozen slab's last object, for the pushes' one test
-    /// (0 without a slab, which no address passes).
-    max: AtomicU64,
     len: AtomicUsize,
     slab: AtomicU32,
     /// The cache's free-pointer offset (`s->offset`), a constant kept
@@ -284,11 +282,11 @@ pub(crate) struct CpuSlot {
     /// read: a `kfree` that reached the slot through the frame need not
     /// load the cache before it stores the free pointer.
     offset: usize,
-    /// The cache's slot size (`s->size`) and its slot index test,
-    /// constants kept here for the same reason: the free fast paths'
-    /// object-start test needs nothing from the cache.
+    /// The cache's slot size (`s->size`) and its reciprocal, constants
+    /// kept here for the same reason: the free fast paths' object-start
+    /// test needs nothing from the cache.
     size: usize,
-    ix: SlotIndex,
+    recip: Reciprocal,
 }
 
 impl CpuSlot {
@@ -299,23 +297,20 @@ impl CpuSlot {
             busy: AtomicU32::new(0),
             base: AtomicPtr::new(core::ptr::null_mut()),
             last: AtomicUsize::new(0),
-            max: AtomicU64::new(0),
             len: AtomicUsize::new(0),
             slab: AtomicU32::new(NO_SLAB),
             offset: layout.offset,
             size: layout.size,
-            ix: SlotIndex::new(layout.size),
+            recip: Reciprocal::new(layout.size),
         }
     }
 
-    /// Whether `off` is an object start of the CPU slab whose last object
-    /// has index `max`: one test (see [`SlotIndex`]), for the free fast
-    /// paths, whose caches have no left red zone (they have no debug
-    /// flags). A slot without a slab has `max == 0` and a null base, so
-    /// `off` is the address itself, which only address 0 would pass.
+    /// Whether `off` is a multiple of the slot size: an object start, for
+    /// the free fast paths, whose caches have no left red zone (they have
+    /// no debug flags) and whose caller checked `off <= last`.
     #[inline(always)]
-    fn holds(&self, off: usize, max: u64) -> bool {
-        self.ix.index(off) <= max
+    fn is_slot_start(&self, off: usize) -> bool {
+        self.recip.div(off) * self.size == off
     }
 
     /// Closes the slot and returns its state to the caller alone until the
@@ -393,33 +388,10 @@ impl CpuSlot {
         (ft, self.base.load(Relaxed), self.last.load(Relaxed))
     }
 
-    /// [`CpuSlot::enter`] for a push: the packed word, the slab base and
-    /// the last object's index.
-    #[inline]
-    fn enter_push(&self) -> (u64, *mut u8, u64) {
-        self.busy.store(1, Relaxed);
-        compiler_fence(SeqCst);
-        let ft = self.ft.load(Acquire);
-        (ft, self.base.load(Relaxed), self.max.load(Relaxed))
-    }
-
     /// Leaves an owner's fast path, publishing what it did.
     #[inline]
     fn leave(&self) {
         self.busy.store(0, Release);
-    }
-
-    /// [`CpuSlot::snapshot`] for a push: the packed word, the slab base and
-    /// the last object's index.
-    #[inline]
-    fn snapshot_push(&self) -> Option<(u64, *mut u8, u64)> {
-        let ft = self.ft.load(Acquire);
-        let base = self.base.load(Acquire);
-        let max = self.max.load(Acquire);
-        if self.ft.load(Acquire) != ft {
-            return None;
-        }
-        Some((ft, base, max))
     }
 
     /// A consistent view of the open slot for the fast paths: the packed
@@ -535,21 +507,21 @@ impl CpuSlot {
     )]
     #[inline(always)]
     pub(crate) fn owner_push(&self, addr: usize) -> Result<(), PushMiss> {
-        let (ft, base, max) = self.enter_push();
+        let (ft, base, last) = self.enter();
         let (head, _) = unpack(ft);
         let off = addr.wrapping_sub(base.addr());
-        // Another slab's object, or no object start (which the slow path
-        // reports): one test.
-        if head == F_CLOSED || !self.holds(off, max) {
+        // A slot without a slab has a null base and `last == 0`, so `off`
+        // is the address itself, above `last`.
+        if head == F_CLOSED || off > last {
             self.leave();
             return Err(PushMiss::Slow);
         }
-        if off == head as usize {
+        if !self.is_slot_start(off) || off == head as usize {
             self.leave();
-            return Err(PushMiss::DoubleFree);
+            return Err(PushMiss::Bad { off, last });
         }
-        // SAFETY: `base + off` is an object start of this CPU's slab, and
-        // the object is the caller's, given back:
+        // SAFETY: `base + off` is an object start of this CPU's slab
+        // (`off <= last`), and the object is the caller's, given back:
         // nobody else writes it. The word is aligned (the slab is
         // page-aligned, and a cache without debug flags has whole-word
         // slots and free-pointer offset, as `Cache::new` asserts) and inside
@@ -570,18 +542,18 @@ impl CpuSlot {
     #[inline(always)]
     pub(crate) fn shared_push(&self, addr: usize) -> Result<(), PushMiss> {
         loop {
-            let Some((ft, base, max)) = self.snapshot_push() else {
+            let Some((ft, base, last)) = self.snapshot() else {
                 continue;
             };
             let (head, tid) = unpack(ft);
             let off = addr.wrapping_sub(base.addr());
-            // The snapshot is consistent, so the verdict is about the slab
-            // this CPU held at that moment.
-            if head == F_CLOSED || !self.holds(off, max) {
+            if head == F_CLOSED || off > last {
                 return Err(PushMiss::Slow);
             }
-            if off == head as usize {
-                return Err(PushMiss::DoubleFree);
+            // The snapshot is consistent, so the verdict is about the slab
+            // this CPU held at that moment.
+            if !self.is_slot_start(off) || off == head as usize {
+                return Err(PushMiss::Bad { off, last });
             }
             // SAFETY: as in `owner_push`; a delayed pop of another thread
             // may read the word, atomically (see `raw::load_free_word`).
@@ -666,9 +638,6 @@ impl Drop for CpuGuard<'_> {
         s.slab.store(self.c.slab, Relaxed);
         s.len.store(self.c.len, Relaxed);
         s.last.store(self.c.last, Release);
-        // A frozen slab's cache has no left red zone: its last object's
-        // offset is a whole number of slots.
-        s.max.store((self.c.last / s.size) as u64, Release);
         s.base.store(self.c.base, Release);
         s.ft.store(pack(head, self.tid.wrapping_add(1)), Release);
     }
@@ -1216,7 +1185,9 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         match slot.shared_push(addr) {
             Ok(()) => Ok(()),
             Err(PushMiss::Slow) => self.free_slow(cache.get(), obj, slab),
-            Err(PushMiss::DoubleFree) => Err(cold::double_free(cache.get(), addr)),
+            Err(PushMiss::Bad { off, last }) => {
+                Err(cold::bad_cpu_free(cache.get(), addr, off, last))
+            }
         }
     }
 
@@ -1234,7 +1205,9 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         match slot.owner_push(addr) {
             Ok(()) => Ok(()),
             Err(PushMiss::Slow) => self.free_slow(cache.get(), obj, slab),
-            Err(PushMiss::DoubleFree) => Err(cold::double_free(cache.get(), addr)),
+            Err(PushMiss::Bad { off, last }) => {
+                Err(cold::bad_cpu_free(cache.get(), addr, off, last))
+            }
         }
     }
 
@@ -2504,6 +2477,18 @@ pub(crate) mod cold {
         SlabError::NotObjectStart {
             addr,
             cache: cache.name.clone(),
+        }
+    }
+
+    /// A free into the CPU's slab at offset `off` that is refused: not an
+    /// object start, or the object freed last (a double free).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn bad_cpu_free(cache: &Cache, addr: usize, off: usize, last: usize) -> SlabError {
+        if cache.is_object_start(off, last) {
+            double_free(cache, addr)
+        } else {
+            not_object_start(cache, addr)
         }
     }
 
