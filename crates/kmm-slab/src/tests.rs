@@ -155,24 +155,28 @@ fn caches_without_debug_flags_have_whole_word_slots_and_free_pointers() {
     }
 }
 
+/// Slot sizes for the division tests: powers of two, odd multiples of a
+/// word, a debug-sized 4104, and the largest slab's size.
+const SLOT_SIZES: [usize; 14] = [
+    8,
+    16,
+    24,
+    40,
+    64,
+    96,
+    104,
+    192,
+    1000,
+    3000,
+    4104,
+    8192,
+    100_000,
+    1 << 22,
+];
+
 #[test]
 fn slot_index_accepts_exactly_the_object_starts() {
-    for size in [
-        8usize,
-        16,
-        24,
-        40,
-        64,
-        96,
-        104,
-        192,
-        1000,
-        3000,
-        4104,
-        8192,
-        100_000,
-        1 << 22,
-    ] {
+    for size in SLOT_SIZES {
         let ix = SlotIndex::new(size);
         let limit = u64::MAX / size as u64;
         let step = if cfg!(miri) { 997 } else { 13 };
@@ -199,20 +203,7 @@ fn slot_index_accepts_exactly_the_object_starts() {
 
 #[test]
 fn reciprocal_division_is_exact() {
-    for size in [
-        8usize,
-        24,
-        40,
-        96,
-        104,
-        192,
-        1000,
-        3000,
-        4104,
-        8192,
-        100_000,
-        1 << 22,
-    ] {
+    for size in SLOT_SIZES {
         let r = Reciprocal::new(size);
         // Miri interprets every step: there, a sparser sweep of the same range.
         let step = size.max(4097) / 7 + 1;

@@ -10,11 +10,18 @@ use std::collections::BTreeMap;
 
 use common::{boot, boot_sole};
 use kmm_gfp::GFP_KERNEL;
-use kmm_slab::{SlabError, SlabFlags};
+use kmm_slab::{KmemCache, SlabError, SlabFlags};
 use proptest::prelude::*;
 
 fn at(p: NonNull<u8>, off: usize) -> NonNull<u8> {
     NonNull::new(p.as_ptr().wrapping_add(off)).unwrap()
+}
+
+/// A cache of `size`-byte objects without flags, which freezes slabs.
+fn plain(m: &common::Machine, name: &str, size: usize) -> KmemCache {
+    m.slab
+        .kmem_cache_create(name, size, 0, SlabFlags::empty(), None)
+        .unwrap()
 }
 
 /// The active objects of the cache named `name` in `/proc/slabinfo`.
@@ -28,10 +35,7 @@ fn objects_come_from_held_slabs_and_go_back_when_it_drops() {
     for exclusive in [false, true] {
         let (m, _cpus) = if exclusive { boot_sole(2) } else { boot(2) };
         let free0 = m.buddy_free();
-        let c = m
-            .slab
-            .kmem_cache_create("loc", 72, 0, SlabFlags::empty(), None)
-            .unwrap();
+        let c = plain(&m, "loc", 72);
         let per = c.objects_per_slab();
         let mut local = m.slab.local_cache(&c).unwrap();
         assert_eq!(local.name(), "loc");
@@ -72,10 +76,7 @@ fn objects_come_from_held_slabs_and_go_back_when_it_drops() {
 #[test]
 fn the_fast_path_is_lifo_on_the_held_slab() {
     let (m, _) = boot(1);
-    let c = m
-        .slab
-        .kmem_cache_create("lifo", 64, 0, SlabFlags::empty(), None)
-        .unwrap();
+    let c = plain(&m, "lifo", 64);
     let mut local = m.slab.local_cache(&c).unwrap();
     let a = local.alloc(GFP_KERNEL).unwrap();
     let b = local.alloc(GFP_KERNEL).unwrap();
@@ -99,14 +100,8 @@ fn the_fast_path_is_lifo_on_the_held_slab() {
 #[test]
 fn misuse_is_refused_and_changes_nothing() {
     let (m, _) = boot(2);
-    let c = m
-        .slab
-        .kmem_cache_create("held", 96, 0, SlabFlags::empty(), None)
-        .unwrap();
-    let other = m
-        .slab
-        .kmem_cache_create("other", 96, 0, SlabFlags::empty(), None)
-        .unwrap();
+    let c = plain(&m, "held", 96);
+    let other = plain(&m, "other", 96);
     let mut local = m.slab.local_cache(&c).unwrap();
     let a = local.alloc(GFP_KERNEL).unwrap();
     let b = local.alloc(GFP_KERNEL).unwrap();
@@ -173,10 +168,7 @@ fn misuse_is_refused_and_changes_nothing() {
     m.slab.kfree(Some(k)).unwrap();
     // A cache of another allocator is refused.
     let (m2, _) = boot(1);
-    let foreign = m2
-        .slab
-        .kmem_cache_create("far", 32, 0, SlabFlags::empty(), None)
-        .unwrap();
+    let foreign = plain(&m2, "far", 32);
     assert!(matches!(
         m.slab.local_cache(&foreign),
         Err(SlabError::InvalidArgs(_))
@@ -186,10 +178,7 @@ fn misuse_is_refused_and_changes_nothing() {
 #[test]
 fn frees_from_elsewhere_reach_the_held_slab_and_its_refill_takes_them() {
     let (m, cpus) = boot(2);
-    let c = m
-        .slab
-        .kmem_cache_create("remote", 200, 0, SlabFlags::empty(), None)
-        .unwrap();
+    let c = plain(&m, "remote", 200);
     let per = c.objects_per_slab();
     let mut local = m.slab.local_cache(&c).unwrap();
     let objs: Vec<_> = (0..per).map(|_| local.alloc(GFP_KERNEL).unwrap()).collect();
@@ -237,10 +226,7 @@ fn frees_from_elsewhere_reach_the_held_slab_and_its_refill_takes_them() {
 #[test]
 fn the_holder_and_other_threads_keep_using_the_cpu_slabs() {
     let (m, _) = boot(1);
-    let c = m
-        .slab
-        .kmem_cache_create("both", 48, 0, SlabFlags::empty(), None)
-        .unwrap();
+    let c = plain(&m, "both", 48);
     let mut local = m.slab.local_cache(&c).unwrap();
     let l = local.alloc(GFP_KERNEL).unwrap();
     // The same thread's `kmem_cache_alloc` takes the CPU slab, another slab.
@@ -274,10 +260,7 @@ fn the_holder_and_other_threads_keep_using_the_cpu_slabs() {
 #[test]
 fn destroy_waits_for_the_holder_to_give_its_slab_back() {
     let (m, _) = boot(1);
-    let c = m
-        .slab
-        .kmem_cache_create("busy", 128, 0, SlabFlags::empty(), None)
-        .unwrap();
+    let c = plain(&m, "busy", 128);
     let mut local = m.slab.local_cache(&c).unwrap();
     let p = local.alloc(GFP_KERNEL).unwrap();
     local.free(p).unwrap();
@@ -315,10 +298,7 @@ fn a_planted_corrupt_free_pointer_is_reported_and_the_list_dropped() {
     // one).
     for bad in [usize::MAX / 3, 64 + 4] {
         let (m, _) = boot(1);
-        let c = m
-            .slab
-            .kmem_cache_create("smash", 64, 0, SlabFlags::empty(), None)
-            .unwrap();
+        let c = plain(&m, "smash", 64);
         let mut local = m.slab.local_cache(&c).unwrap();
         let a = local.alloc(GFP_KERNEL).unwrap();
         local.free(a).unwrap();
