@@ -18,7 +18,9 @@ use crate::raw;
 /// [`SlabAllocator::local_cache`].
 ///
 /// [`LocalCache::alloc`] and [`LocalCache::free`] pop and push the held
-/// slab's freelist with no atomic operation, no CPU lookup and no lock,
+/// slab's freelist with no atomic read-modify-write, no CPU lookup and no
+/// lock (a free pointer is still read and written as an atomic word, a
+/// plain move on x86-64),
 /// which is what Linux's `kmem_cache_alloc_bulk` and `kmem_cache_free_bulk`
 /// do for a batch under one `local_lock`, here for as long as the value
 /// lives. Everything else is SLUB's: an empty freelist takes the slab's
@@ -42,6 +44,9 @@ use crate::raw;
 ///
 /// A debug cache never freezes a slab, so a local cache of one takes the
 /// checked paths of `kmem_cache_alloc` and `kmem_cache_free` on every call.
+///
+/// A local cache stays on the thread that made it (it is neither `Send`
+/// nor `Sync`), as a CPU's slab stays with its CPU.
 pub struct LocalCache<
     'a,
     P: PageAllocator + ?Sized = dyn PageAllocator,
