@@ -44,7 +44,7 @@ use spin::{Mutex, MutexGuard};
 
 use crate::allocator::SlabAllocator;
 use crate::layout::{
-    ObjectLayout, POISON_END, POISON_FREE, POISON_INUSE, Reciprocal, SLUB_RED_ACTIVE,
+    Divisor, ObjectLayout, POISON_END, POISON_FREE, POISON_INUSE, SLUB_RED_ACTIVE,
     SLUB_RED_INACTIVE, SlotIndex, TRACK_SIZE,
 };
 use crate::raw::{self, SlabMem};
@@ -282,11 +282,10 @@ pub(crate) struct CpuSlot {
     /// read: a `kfree` that reached the slot through the frame need not
     /// load the cache before it stores the free pointer.
     offset: usize,
-    /// The cache's slot size (`s->size`) and its reciprocal, constants
-    /// kept here for the same reason: the free fast paths' object-start
-    /// test needs nothing from the cache.
-    size: usize,
-    recip: Reciprocal,
+    /// The cache's slot size (`s->size`) as a [`Divisor`], a constant kept
+    /// here for the same reason: the free fast paths' object-start test
+    /// needs nothing from the cache.
+    slot: Divisor,
 }
 
 impl CpuSlot {
@@ -300,8 +299,7 @@ impl CpuSlot {
             len: AtomicUsize::new(0),
             slab: AtomicU32::new(NO_SLAB),
             offset: layout.offset,
-            size: layout.size,
-            recip: Reciprocal::new(layout.size),
+            slot: Divisor::new(layout.size),
         }
     }
 
@@ -310,7 +308,7 @@ impl CpuSlot {
     /// no debug flags) and whose caller checked `off <= last`.
     #[inline(always)]
     fn is_slot_start(&self, off: usize) -> bool {
-        self.recip.div(off) * self.size == off
+        self.slot.divides(off)
     }
 
     /// Closes the slot and returns its state to the caller alone until the
@@ -665,7 +663,7 @@ pub(crate) struct Cache {
     pub(crate) debug: bool,
     pub(crate) min_partial: usize,
     pub(crate) allocflags: Gfp,
-    pub(crate) recip: Reciprocal,
+    pub(crate) slot: Divisor,
     /// The slot index test of `__slab_free`'s validation.
     pub(crate) ix: SlotIndex,
     pub(crate) destroyed: AtomicBool,
@@ -745,7 +743,7 @@ impl Cache {
             debug: flags.intersects(crate::flags::DEBUG_FLAGS),
             min_partial,
             allocflags,
-            recip: Reciprocal::new(layout.size),
+            slot: Divisor::new(layout.size),
             ix: SlotIndex::new(layout.size),
             destroyed: AtomicBool::new(false),
             early,
@@ -785,7 +783,7 @@ impl Cache {
     /// Whether `rel` is a multiple of the slot size.
     #[inline(always)]
     fn is_stride(&self, rel: usize) -> bool {
-        self.recip.div(rel) * self.layout.size == rel
+        self.slot.divides(rel)
     }
 
     fn addr_of(mem: &SlabMem, off: usize) -> usize {

@@ -364,29 +364,30 @@ pub(crate) const KMALLOC_CLASSES: usize = 13;
 /// type: 96 and 192 first, then the powers of two.
 pub(crate) const KMALLOC_CREATE_ORDER: [usize; 13] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13];
 
-/// Exact division of slab offsets by the slot size with a multiply
-/// (`reciprocal_divide` in spirit): `(off * m) >> 44` with `m = ceil(2^44 / size)`
-/// is exact for `off < 2^22` and `8 <= size <= 2^22`; the caller still checks
-/// `index * size == off`, so an inexact result can only refuse, never accept.
+/// Whether the slot size divides a slab offset, with one multiply and one
+/// comparison (Lemire, Kaser and Kurz, "Faster remainder by direct
+/// computation", 2019): for `n < 2^32`, `size` divides `n` exactly when
+/// `n * c mod 2^64 < c`, with `c = (2^64 - 1) / size + 1`. Offsets inside a
+/// slab (at most 4 MiB) are far below `2^32`; callers test the range first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Reciprocal {
-    m: u64,
+pub(crate) struct Divisor {
+    c: u64,
 }
 
-impl Reciprocal {
-    pub(crate) const SHIFT: u32 = 44;
-
-    pub(crate) fn new(size: usize) -> Reciprocal {
-        let size = size.max(1) as u64;
-        Reciprocal {
-            m: (1u64 << Self::SHIFT).div_ceil(size),
+impl Divisor {
+    pub(crate) fn new(size: usize) -> Divisor {
+        // Slot sizes are whole words; 1 would need `c = 2^64`.
+        let size = size.max(2) as u64;
+        Divisor {
+            c: u64::MAX / size + 1,
         }
     }
 
-    /// `off / size` for offsets below `2^22`, approximately (see the type docs) above.
-    #[inline]
-    pub(crate) fn div(self, off: usize) -> usize {
-        ((off as u64 as u128 * self.m as u128) >> Self::SHIFT) as usize
+    /// Whether the size divides `n`, for `n < 2^32`.
+    #[inline(always)]
+    pub(crate) fn divides(self, n: usize) -> bool {
+        debug_assert!(n as u64 <= u64::from(u32::MAX));
+        (n as u64).wrapping_mul(self.c) < self.c
     }
 }
 

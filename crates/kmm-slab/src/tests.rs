@@ -14,7 +14,7 @@ use kmm_page::{PAGE_SIZE, PageAllocator, Pfn, PhysMemory};
 use kmm_percpu::{CpuContext, FixedCpu};
 
 use crate::layout::{
-    KMALLOC_MAX_CACHE_SIZE, Reciprocal, SlotIndex, calculate_alignment, calculate_order,
+    Divisor, KMALLOC_MAX_CACHE_SIZE, SlotIndex, calculate_alignment, calculate_order,
     calculate_sizes, kmalloc_class, kmalloc_index, kmalloc_size_for_align, kmalloc_size_roundup,
     min_objects_for, min_partial,
 };
@@ -202,17 +202,20 @@ fn slot_index_accepts_exactly_the_object_starts() {
 }
 
 #[test]
-fn reciprocal_division_is_exact() {
+fn divisor_tells_the_multiples_of_the_slot_size() {
     for size in SLOT_SIZES {
-        let r = Reciprocal::new(size);
+        let d = Divisor::new(size);
         // Miri interprets every step: there, a sparser sweep of the same range.
-        let step = size.max(4097) / 7 + 1;
-        let step = if cfg!(miri) { step * 16 } else { step };
-        for off in (0..(1usize << 22))
-            .step_by(step)
-            .chain([size, 2 * size, (1 << 22) - 1])
-        {
-            assert_eq!(r.div(off), off / size, "{off} / {size}");
+        let step = if cfg!(miri) { 1999 } else { 7 };
+        let edges = [
+            size - 1,
+            size,
+            size + 1,
+            u32::MAX as usize,
+            (u32::MAX as usize / size) * size,
+        ];
+        for n in (0..(1usize << 22) + 2 * size).step_by(step).chain(edges) {
+            assert_eq!(d.divides(n), n % size == 0, "{n} by {size}");
         }
     }
 }
