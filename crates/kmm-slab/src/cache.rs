@@ -160,6 +160,33 @@ fn fc_push(fc: u64, head: usize, off: usize) -> u64 {
     new
 }
 
+/// Whether a free to a slab whose own list reads `(head, nr, frozen)`
+/// moves it between the node's lists: a full slab gets a free object, or
+/// a slab of `objects` objects becomes empty. A frozen slab is on no list.
+#[inline(always)]
+fn moves_lists(nr: u32, head: usize, frozen: bool, objects: u32) -> bool {
+    !frozen && (head == NIL || nr + 1 == objects)
+}
+
+/// One attempt of `__slab_free`'s push of the object at `off` onto a slab
+/// whose word read `fc` (first object `head`): links the object to `head`
+/// and compare-exchanges the word; `false` if a concurrent free or freeze
+/// changed it (the caller reads it again).
+#[inline(always)]
+fn push_once(
+    cache: &Cache,
+    meta: &SlabMeta,
+    mem: &SlabMem,
+    fc: u64,
+    head: usize,
+    off: usize,
+) -> bool {
+    mem.write_word(off + cache.layout.offset, head);
+    meta.fc
+        .compare_exchange(fc, fc_push(fc, head, off), AcqRel, Relaxed)
+        .is_ok()
+}
+
 /// `(head, free count, frozen)` of a packed slab word.
 #[inline]
 fn fc_unpack(fc: u64) -> (usize, u32, bool) {
@@ -590,11 +617,7 @@ impl CpuSlab {
     };
 
     fn clear(&mut self) {
-        self.slab = NO_SLAB;
-        self.base = core::ptr::null_mut();
-        self.len = 0;
-        self.last = 0;
-        self.freelist = NIL;
+        *self = Self::EMPTY;
     }
 }
 
@@ -1345,15 +1368,10 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             if off == head {
                 return Err(cold::double_free(cache, Cache::addr_of(mem, off)));
             }
-            if !frozen && (head == NIL || nr + 1 == objects) {
+            if moves_lists(nr, head, frozen, objects) {
                 return self.slab_push(cache, id, meta, (off, mem, objects), None);
             }
-            mem.write_word(off + cache.layout.offset, head);
-            if meta
-                .fc
-                .compare_exchange(fc, fc_push(fc, head, off), AcqRel, Relaxed)
-                .is_ok()
-            {
+            if push_once(cache, meta, mem, fc, head, off) {
                 return Ok(());
             }
         }
@@ -1381,19 +1399,13 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             if off == head {
                 return Err(cold::double_free(cache, Cache::addr_of(mem, off)));
             }
-            let nr_free = nr + 1;
-            let moves = !frozen && (head == NIL || nr_free == objects);
+            let moves = moves_lists(nr, head, frozen, objects);
             if moves && node.is_none() {
                 node = Some(cache.node.lock());
                 continue;
             }
-            mem.write_word(off + cache.layout.offset, head);
-            if meta
-                .fc
-                .compare_exchange(fc, fc_push(fc, head, off), AcqRel, Relaxed)
-                .is_ok()
-            {
-                break (nr_free, moves);
+            if push_once(cache, meta, mem, fc, head, off) {
+                break (nr + 1, moves);
             }
         };
         let mut discard = NO_SLAB;
@@ -2482,7 +2494,7 @@ pub(crate) mod cold {
     /// object start, or the object freed last (a double free).
     #[cold]
     #[inline(never)]
-    pub(crate) fn bad_cpu_free(cache: &Cache, addr: usize, off: usize, last: usize) -> SlabError {
+    pub(super) fn bad_cpu_free(cache: &Cache, addr: usize, off: usize, last: usize) -> SlabError {
         if cache.is_object_start(off, last) {
             double_free(cache, addr)
         } else {

@@ -62,11 +62,9 @@ pub struct LocalCache<
     /// The index of the held slab's last object (0 without a slab, where
     /// no address can give index 0). Kept with `c` by `sync`.
     max: u64,
-    /// The cache's slot index test, free-pointer offset and slot size,
-    /// copied here so that the fast paths read nothing else.
+    /// The cache's slot index test, copied here so that `free` reads
+    /// nothing behind the cache pointer.
     ix: SlotIndex,
-    offset: usize,
-    size: usize,
 }
 
 impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
@@ -89,9 +87,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             c: CpuSlab::EMPTY,
             fp: core::ptr::null_mut(),
             max: 0,
-            ix: SlotIndex::new(cache.layout.size),
-            offset: cache.layout.offset,
-            size: cache.layout.size,
+            ix: cache.ix,
         })
     }
 }
@@ -165,11 +161,12 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> LocalCache<'_, P, C> {
 
     /// Derives the fast paths' copies from the held slab's state.
     fn sync(&mut self) {
-        self.fp = self.c.base.wrapping_add(self.offset);
+        let layout = &self.cache.layout;
+        self.fp = self.c.base.wrapping_add(layout.offset);
         // A slab that a CPU or a local cache holds has no left red zone
         // (its cache has no debug flags), so its last object's offset is a
         // whole number of slots.
-        self.max = (self.c.last / self.size) as u64;
+        self.max = (self.c.last / layout.size) as u64;
     }
 
     /// Frees an object of the cache (`kmem_cache_free`): onto the held

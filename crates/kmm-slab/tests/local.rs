@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use common::{boot, boot_sole};
 use kmm_gfp::GFP_KERNEL;
-use kmm_slab::{KmemCache, SlabError, SlabFlags};
+use kmm_slab::{KmemCache, SlabError, SlabFlags, SlabInfo};
 use proptest::prelude::*;
 
 fn at(p: NonNull<u8>, off: usize) -> NonNull<u8> {
@@ -26,8 +26,13 @@ fn plain(m: &common::Machine, name: &str, size: usize) -> KmemCache {
 
 /// The active objects of the cache named `name` in `/proc/slabinfo`.
 fn active(m: &common::Machine, name: &str) -> usize {
+    row(m, name).active_objs
+}
+
+/// The `/proc/slabinfo` row of the cache named `name`.
+fn row(m: &common::Machine, name: &str) -> SlabInfo {
     let rows = m.slab.slabinfo_rows();
-    rows.iter().find(|r| r.name == name).unwrap().active_objs
+    rows.into_iter().find(|r| r.name == name).unwrap()
 }
 
 #[test]
@@ -182,14 +187,7 @@ fn frees_from_elsewhere_reach_the_held_slab_and_its_refill_takes_them() {
     let per = c.objects_per_slab();
     let mut local = m.slab.local_cache(&c).unwrap();
     let objs: Vec<_> = (0..per).map(|_| local.alloc(GFP_KERNEL).unwrap()).collect();
-    let slabs = m
-        .slab
-        .slabinfo_rows()
-        .iter()
-        .find(|r| r.name == "remote")
-        .unwrap()
-        .num_slabs;
-    assert_eq!(slabs, 1);
+    assert_eq!(row(&m, "remote").num_slabs, 1);
     // The held slab is full; its objects are freed by another CPU's
     // `kmem_cache_free`, to the frozen slab's own freelist.
     cpus.set_current(1).unwrap();
@@ -205,11 +203,7 @@ fn frees_from_elsewhere_reach_the_held_slab_and_its_refill_takes_them() {
     cpus.set_current(0).unwrap();
     // The refill takes them back without a new slab.
     let again: Vec<_> = (0..per).map(|_| local.alloc(GFP_KERNEL).unwrap()).collect();
-    let rows = m.slab.slabinfo_rows();
-    assert_eq!(
-        rows.iter().find(|r| r.name == "remote").unwrap().num_slabs,
-        1
-    );
+    assert_eq!(row(&m, "remote").num_slabs, 1);
     let mut a: Vec<_> = objs.iter().map(|p| p.as_ptr().addr()).collect();
     let mut b: Vec<_> = again.iter().map(|p| p.as_ptr().addr()).collect();
     a.sort_unstable();
@@ -231,15 +225,7 @@ fn the_holder_and_other_threads_keep_using_the_cpu_slabs() {
     let l = local.alloc(GFP_KERNEL).unwrap();
     // The same thread's `kmem_cache_alloc` takes the CPU slab, another slab.
     let g = m.slab.kmem_cache_alloc(&c, GFP_KERNEL).unwrap();
-    assert_eq!(
-        m.slab
-            .slabinfo_rows()
-            .iter()
-            .find(|r| r.name == "both")
-            .unwrap()
-            .num_slabs,
-        2
-    );
+    assert_eq!(row(&m, "both").num_slabs, 2);
     std::thread::scope(|s| {
         s.spawn(|| {
             let p = m.slab.kmem_cache_alloc(&c, GFP_KERNEL).unwrap();
