@@ -10,7 +10,7 @@ use kmm_percpu::CpuContext;
 use crate::SlabError;
 use crate::allocator::{KmemCache, SlabAllocator};
 use crate::cache::{Cache, CpuSlab, NIL, NO_SLAB, cold};
-use crate::layout::SlotIndex;
+use crate::layout::Divisor;
 use crate::raw;
 
 /// A slab of one cache frozen to its holder rather than to a CPU: the
@@ -59,12 +59,9 @@ pub struct LocalCache<
     /// The held slab's base plus the cache's free-pointer offset: object
     /// `off`'s free pointer is at `fp + off`. Kept with `c` by `sync`.
     fp: *mut u8,
-    /// The index of the held slab's last object (0 without a slab, where
-    /// no address can give index 0). Kept with `c` by `sync`.
-    max: u64,
-    /// The cache's slot index test, copied here so that `free` reads
-    /// nothing behind the cache pointer.
-    ix: SlotIndex,
+    /// The cache's slot size as a [`Divisor`], copied here so that `free`
+    /// reads nothing behind the cache pointer.
+    slot: Divisor,
 }
 
 impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
@@ -86,8 +83,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             cache,
             c: CpuSlab::EMPTY,
             fp: core::ptr::null_mut(),
-            max: 0,
-            ix: cache.ix,
+            slot: cache.slot,
         })
     }
 }
@@ -161,12 +157,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> LocalCache<'_, P, C> {
 
     /// Derives the fast paths' copies from the held slab's state.
     fn sync(&mut self) {
-        let layout = &self.cache.layout;
-        self.fp = self.c.base.wrapping_add(layout.offset);
-        // A slab that a CPU or a local cache holds has no left red zone
-        // (its cache has no debug flags), so its last object's offset is a
-        // whole number of slots.
-        self.max = (self.c.last / layout.size) as u64;
+        self.fp = self.c.base.wrapping_add(self.cache.layout.offset);
     }
 
     /// Frees an object of the cache (`kmem_cache_free`): onto the held
@@ -187,10 +178,12 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> LocalCache<'_, P, C> {
     pub fn free(&mut self, obj: NonNull<u8>) -> Result<(), SlabError> {
         let (base, head) = (self.c.base, self.c.freelist);
         let addr = obj.as_ptr().addr();
-        // One test: `off` is an object start of the held slab. Without a
-        // slab, `base` is null and `max` 0, which only address 0 would pass.
+        // `off` is an object start of the held slab: inside it (without a
+        // slab, `base` is null and `last` 0, which only address 0 would
+        // pass), so below 2^32, and a whole number of slots (a held slab
+        // has no left red zone: its cache has no debug flags).
         let off = addr.wrapping_sub(base.addr());
-        if self.ix.index(off) > self.max {
+        if off > self.c.last || !self.slot.divides(off) {
             // Another slab's object, or a misuse, which `free_slow` reports
             // (the middle of a held object too).
             return self.slab.free_slow(self.cache, obj, None);

@@ -9,7 +9,7 @@ use core::ptr::NonNull;
 use std::collections::BTreeMap;
 
 use common::{boot, boot_sole};
-use kmm_gfp::GFP_KERNEL;
+use kmm_gfp::{GFP_KERNEL, Gfp};
 use kmm_slab::{KmemCache, SlabError, SlabFlags, SlabInfo};
 use proptest::prelude::*;
 
@@ -93,13 +93,34 @@ fn the_fast_path_is_lifo_on_the_held_slab() {
     // SAFETY: `a` is a live 64-byte object.
     unsafe { a.as_ptr().write_bytes(0xee, 64) };
     local.free(a).unwrap();
-    let z = local.alloc(GFP_KERNEL | kmm_gfp::Gfp::ZERO).unwrap();
+    let z = local.alloc(GFP_KERNEL | Gfp::ZERO).unwrap();
     assert_eq!(z, a);
     // SAFETY: `z` is a live 64-byte object.
     let bytes = unsafe { core::slice::from_raw_parts(z.as_ptr(), 64) };
     assert!(bytes.iter().all(|&x| x == 0));
     local.free(z).unwrap();
     local.free(b).unwrap();
+    // The held slab's first and last objects go through the fast path too:
+    // the last freed comes back first.
+    let per = c.objects_per_slab();
+    let mut sorted: Vec<_> = (0..per).map(|_| local.alloc(GFP_KERNEL).unwrap()).collect();
+    sorted.sort_unstable();
+    let (first, last) = (sorted[0], sorted[per - 1]);
+    assert_eq!(
+        last.as_ptr().addr() - first.as_ptr().addr(),
+        (per - 1) * c.size()
+    );
+    local.free(sorted[1]).unwrap();
+    local.free(last).unwrap();
+    assert_eq!(local.alloc(GFP_KERNEL), Ok(last));
+    local.free(last).unwrap();
+    local.free(first).unwrap();
+    assert_eq!(local.alloc(GFP_KERNEL), Ok(first));
+    // All but `sorted[1]` and `last` are live.
+    let free = [sorted[1], last];
+    for p in sorted.into_iter().filter(|p| !free.contains(p)) {
+        local.free(p).unwrap();
+    }
 }
 
 #[test]
@@ -355,6 +376,7 @@ enum Op {
         c: usize,
         local: bool,
         cpu: usize,
+        zero: bool,
     },
     /// Free a live object through the local cache of `c` (any cache's
     /// object: a wrong cache is refused) or with `kmem_cache_free`.
@@ -362,6 +384,12 @@ enum Op {
         which: usize,
         local: bool,
         cpu: usize,
+    },
+    /// Free up to `n` live objects of cache `c` through its local cache,
+    /// highest address first.
+    FreeMany {
+        c: usize,
+        n: usize,
     },
     /// Give a local cache's slab back (and take another on next use).
     Flush {
@@ -374,8 +402,10 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0usize..2, any::<bool>(), 0usize..2).prop_map(|(c, local, cpu)| Op::Alloc { c, local, cpu }),
+        6 => (0usize..2, any::<bool>(), 0usize..2, prop::bool::weighted(0.2))
+            .prop_map(|(c, local, cpu, zero)| Op::Alloc { c, local, cpu, zero }),
         6 => (any::<usize>(), any::<bool>(), 0usize..2).prop_map(|(which, local, cpu)| Op::Free { which, local, cpu }),
+        1 => (0usize..2, 0usize..48).prop_map(|(c, n)| Op::FreeMany { c, n }),
         1 => (0usize..2).prop_map(|c| Op::Flush { c }),
         1 => (0usize..2).prop_map(|c| Op::Shrink { c }),
     ]
@@ -407,15 +437,21 @@ proptest! {
         for op in &ops {
             let mut exact = false;
             match *op {
-                Op::Alloc { c, local, cpu } => {
+                Op::Alloc { c, local, cpu, zero } => {
                     cpus.set_current(cpu).unwrap();
+                    let gfp = if zero { GFP_KERNEL | Gfp::ZERO } else { GFP_KERNEL };
                     let p = if local {
-                        locals[c].alloc(GFP_KERNEL).unwrap()
+                        locals[c].alloc(gfp).unwrap()
                     } else {
-                        m.slab.kmem_cache_alloc(&caches[c], GFP_KERNEL).unwrap()
+                        m.slab.kmem_cache_alloc(&caches[c], gfp).unwrap()
                     };
                     tag = tag.wrapping_add(1);
                     let size = caches[c].object_size();
+                    if zero {
+                        // SAFETY: `p` is a live object of `size` bytes.
+                        let bytes = unsafe { core::slice::from_raw_parts(p.as_ptr(), size) };
+                        prop_assert!(bytes.iter().all(|&b| b == 0), "not zeroed");
+                    }
                     // SAFETY: `p` is a live object of `size` bytes.
                     unsafe { p.as_ptr().write_bytes(tag, size) };
                     prop_assert!(live.insert(p.as_ptr().addr(), (p, c, tag)).is_none());
@@ -448,6 +484,23 @@ proptest! {
                         m.slab.kmem_cache_free(&caches[c], p).unwrap();
                     }
                     live.remove(&key);
+                }
+                Op::FreeMany { c, n } => {
+                    let keys: Vec<usize> = live
+                        .iter()
+                        .rev()
+                        .filter(|&(_, &(_, lc, _))| lc == c)
+                        .map(|(&k, _)| k)
+                        .take(n)
+                        .collect();
+                    for key in keys {
+                        let (p, _, t) = live.remove(&key).unwrap();
+                        let size = caches[c].object_size();
+                        // SAFETY: as above.
+                        let bytes = unsafe { core::slice::from_raw_parts(p.as_ptr(), size) };
+                        prop_assert!(bytes.iter().all(|&b| b == t), "object corrupted");
+                        locals[c].free(p).unwrap();
+                    }
                 }
                 Op::Flush { c } => {
                     locals[c].flush();
