@@ -457,7 +457,9 @@ impl CpuSlot {
         // which only this thread pops while the slot is open; the word is
         // aligned and inside the direct map.
         let next = unsafe { raw::load_free_word(base, off + self.offset) };
-        if next != NIL && next > last {
+        // Both tests at once, one branch: whether the list ends here
+        // depends on the program, the corruption test never fails.
+        if (next > last) & (next != NIL) {
             self.leave();
             return Err(PopMiss::Corrupted {
                 ft,
@@ -506,7 +508,8 @@ impl CpuSlot {
             // with a thread that pops it first, after which the value read
             // is thrown away because the compare-exchange below fails.
             let next = unsafe { raw::load_free_word(base, off + self.offset) };
-            if next != NIL && next > last {
+            // One branch, as in `owner_pop`.
+            if (next > last) & (next != NIL) {
                 return Err(PopMiss::Corrupted {
                     ft,
                     obj: base.wrapping_add(off),

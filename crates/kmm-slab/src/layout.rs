@@ -247,7 +247,10 @@ pub const fn kmalloc_index(size: usize) -> Option<usize> {
 /// position among the kmalloc caches. One table for every size, where
 /// Linux's `kmalloc_slab` reads `size_index` up to 192 bytes and takes
 /// `fls` above, so that every size takes the same path: 1 KiB.
-static SIZE_CLASS: [u8; KMALLOC_MAX_CACHE_SIZE / 8] = {
+static SIZE_CLASS: [u8; KMALLOC_MAX_CACHE_SIZE / 8] = SIZE_CLASS_TABLE;
+
+/// [`SIZE_CLASS`]'s contents, for const functions.
+const SIZE_CLASS_TABLE: [u8; KMALLOC_MAX_CACHE_SIZE / 8] = {
     let mut t = [0; KMALLOC_MAX_CACHE_SIZE / 8];
     let mut i = 0;
     while i < t.len() {
@@ -288,15 +291,36 @@ pub const fn kmalloc_size(index: usize) -> usize {
 
 /// The bucket size a kmalloc of `size` bytes really gets (`kmalloc_size_roundup`):
 /// the class size up to 8 KiB, whole pages above, `None` above `KMALLOC_MAX_SIZE`.
+///
+/// Up to `KMALLOC_MAX_CACHE_SIZE` it is two table reads and no branch on
+/// the class (`krealloc` and `GlobalKmalloc::realloc` ask it with sizes a
+/// program chooses, often at random).
+#[inline]
 pub const fn kmalloc_size_roundup(size: usize) -> Option<usize> {
+    let s = size.wrapping_sub(1);
+    if s < KMALLOC_MAX_CACHE_SIZE {
+        return Some(CLASS_SIZE[SIZE_CLASS_TABLE[s / 8] as usize] as usize);
+    }
+    if size == 0 {
+        return Some(0);
+    }
     if size > KMALLOC_MAX_SIZE {
         return None;
     }
-    match kmalloc_index(size) {
-        Some(i) => Some(kmalloc_size(i)),
-        None => Some(PAGE_SIZE << get_order(size)),
-    }
+    Some(PAGE_SIZE << get_order(size))
 }
+
+/// The object size of the kmalloc cache at each position of
+/// [`SIZE_CLASS`] (`kmalloc_size(position + 1)`).
+const CLASS_SIZE: [u16; 13] = {
+    let mut t = [0; 13];
+    let mut i = 0;
+    while i < t.len() {
+        t[i] = kmalloc_size(i + 1) as u16;
+        i += 1;
+    }
+    t
+};
 
 /// The size to ask kmalloc for so that the object is aligned to `align`, a
 /// power of two: `size` itself up to `ARCH_KMALLOC_MINALIGN` (8), else

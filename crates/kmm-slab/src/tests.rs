@@ -14,9 +14,9 @@ use kmm_page::{PAGE_SIZE, PageAllocator, Pfn, PhysMemory};
 use kmm_percpu::{CpuContext, FixedCpu};
 
 use crate::layout::{
-    Divisor, KMALLOC_MAX_CACHE_SIZE, SlotIndex, calculate_alignment, calculate_order,
-    calculate_sizes, kmalloc_class, kmalloc_index, kmalloc_size_for_align, kmalloc_size_roundup,
-    min_objects_for, min_partial,
+    Divisor, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, SlotIndex, calculate_alignment,
+    calculate_order, calculate_sizes, kmalloc_class, kmalloc_index, kmalloc_size,
+    kmalloc_size_for_align, kmalloc_size_roundup, min_objects_for, min_partial,
 };
 use crate::{SlabAllocator, SlabError, SlabFlags};
 
@@ -76,6 +76,29 @@ fn kmalloc_index_matches_the_kernel_table() {
         assert_eq!(kmalloc_index(size), Some(idx), "size {size}");
     }
     assert_eq!(kmalloc_index(8193), None);
+}
+
+#[test]
+fn kmalloc_size_roundup_is_the_class_size_then_whole_blocks() {
+    // The table lookup agrees with `kmalloc_size(kmalloc_index(size))` at
+    // every size a slab cache serves (a sample under Miri).
+    for size in (0..=KMALLOC_MAX_CACHE_SIZE).step_by(if cfg!(miri) { 37 } else { 1 }) {
+        let class = kmalloc_size(kmalloc_index(size).unwrap());
+        assert_eq!(kmalloc_size_roundup(size), Some(class), "size {size}");
+    }
+    for size in [1, 8, 9, 96, 97, 192, 193, 8191, 8192] {
+        let class = kmalloc_size(kmalloc_index(size).unwrap());
+        assert_eq!(kmalloc_size_roundup(size), Some(class), "size {size}");
+    }
+    // Above, the power-of-two block of the page allocator, up to the largest.
+    assert_eq!(kmalloc_size_roundup(8193), Some(4 * PAGE_SIZE));
+    assert_eq!(kmalloc_size_roundup(3 * PAGE_SIZE), Some(4 * PAGE_SIZE));
+    assert_eq!(
+        kmalloc_size_roundup(KMALLOC_MAX_SIZE),
+        Some(KMALLOC_MAX_SIZE)
+    );
+    assert_eq!(kmalloc_size_roundup(KMALLOC_MAX_SIZE + 1), None);
+    assert_eq!(kmalloc_size_roundup(usize::MAX), None);
 }
 
 #[test]

@@ -304,3 +304,56 @@ fn handles_of_another_allocator_are_refused() {
     assert_eq!(m2.digest(), before);
     m1.slab.kmem_cache_free(&c, p).unwrap();
 }
+
+#[test]
+fn a_corrupt_free_pointer_on_a_cpu_freelist_is_reported() {
+    // On a CPU the thread shares and on one it holds alone: a free pointer
+    // out of the slab is reported by the pop that reads it; one inside the
+    // slab that is not a whole number of words by the pop after it, which
+    // would read there.
+    for exclusive in [false, true] {
+        for (bad, late) in [(usize::MAX / 3, false), (64 + 4, true)] {
+            let (m, _) = if exclusive {
+                common::boot_sole(1)
+            } else {
+                boot(1)
+            };
+            let c = m
+                .slab
+                .kmem_cache_create("smash", 64, 0, SlabFlags::empty(), None)
+                .unwrap();
+            let a = m.slab.kmem_cache_alloc(&c, GFP_KERNEL).unwrap();
+            let b = m.slab.kmem_cache_alloc(&c, GFP_KERNEL).unwrap();
+            // A new slab's first object starts it.
+            assert_eq!(a.as_ptr().addr() % 4096, 0);
+            m.slab.kmem_cache_free(&c, b).unwrap();
+            m.slab.kmem_cache_free(&c, a).unwrap();
+            // SAFETY: `a` is free on the CPU slab, which stays (nothing
+            // shrinks it); overwriting its free pointer is the planted bug.
+            unsafe {
+                a.as_ptr()
+                    .add(c.free_pointer_offset())
+                    .cast::<usize>()
+                    .write_unaligned(bad)
+            };
+            let object = if late {
+                assert_eq!(m.slab.kmem_cache_alloc(&c, GFP_KERNEL), Ok(a));
+                a.as_ptr().addr() + bad
+            } else {
+                a.as_ptr().addr()
+            };
+            assert_eq!(
+                m.slab.kmem_cache_alloc(&c, GFP_KERNEL),
+                Err(SlabError::Corrupted {
+                    cache: "smash".into(),
+                    object
+                }),
+                "exclusive {exclusive}, {bad:#x}"
+            );
+            // The rest of the CPU freelist is dropped; allocation goes on.
+            let p = m.slab.kmem_cache_alloc(&c, GFP_KERNEL).unwrap();
+            assert!(p != a && p != b);
+            m.slab.kmem_cache_free(&c, p).unwrap();
+        }
+    }
+}
