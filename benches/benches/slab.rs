@@ -1,6 +1,7 @@
 //! Slab benches: the `kmem_cache` fast path, and a `LocalCache`'s, against a
 //! bare `Vec` push/pop, kmalloc pairs across sizes against the system
-//! allocator, and the fast path on 1 and 2 threads (and on 2 threads of
+//! allocator, batches of sixteen objects one by one and in bulk, and the
+//! fast path on 1 and 2 threads (and on 2 threads of
 //! separate machines, the host's own ceiling for two busy threads). kmm runs
 //! two ways: on a CPU the thread may share (`HostCpus::bind`, compare-exchange fast paths) and
 //! on a CPU it holds alone (`HostCpus::bind_exclusive`, plain loads and
@@ -128,6 +129,43 @@ fn kmalloc_sizes(c: &mut Criterion) {
     }
 }
 
+/// Objects per batch in the `slab/bulk_16` group.
+const BATCH: usize = 16;
+
+/// A batch of 64-byte objects allocated and freed: with `kmem_cache_alloc`
+/// and `kmem_cache_free` one by one, and with `kmem_cache_alloc_bulk` and
+/// `kmem_cache_free_bulk`, on a shared and on an exclusive CPU.
+fn bulk(c: &mut Criterion) {
+    let (cpus, slab) = machine(2);
+    let cache = slab
+        .kmem_cache_create("bench-bulk", 64, 0, SlabFlags::empty(), None)
+        .unwrap();
+    let mut g = c.benchmark_group(format!("slab/bulk_{BATCH}"));
+    for exclusive in [false, true] {
+        let (_bound, one_by_one) = bind_to_1(&cpus, exclusive, "one_by_one");
+        let mut objs = [core::ptr::NonNull::dangling(); BATCH];
+        g.bench_function(one_by_one, |b| {
+            b.iter(|| {
+                for o in objs.iter_mut() {
+                    *o = slab.kmem_cache_alloc(&cache, GFP_KERNEL).unwrap();
+                }
+                for &o in black_box(&objs) {
+                    slab.kmem_cache_free(&cache, o).unwrap();
+                }
+            })
+        });
+        let name = if exclusive { "bulk_exclusive" } else { "bulk" };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                slab.kmem_cache_alloc_bulk(&cache, GFP_KERNEL, &mut objs)
+                    .unwrap();
+                slab.kmem_cache_free_bulk(&cache, black_box(&objs)).unwrap();
+            })
+        });
+    }
+    g.finish();
+}
+
 /// `iters` cache pairs on each of `threads` threads, each holding its own
 /// CPU alone; the time until all are done. The threads share one cache of
 /// one machine (CPUs 1 and up), or, with `alone`, each runs on a machine
@@ -188,5 +226,5 @@ fn threads(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, cache_pair, kmalloc_sizes, threads);
+criterion_group!(benches, cache_pair, kmalloc_sizes, bulk, threads);
 criterion_main!(benches);

@@ -420,7 +420,7 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// `kmem_cache_alloc` and `kmem_cache_free`: a destroyed cache's CPU
     /// slots are empty, so both reach their slow paths, which refuse it.
     #[inline(always)]
-    fn check_owner(&self, cache: &KmemCache) -> Result<(), SlabError> {
+    pub(crate) fn check_owner(&self, cache: &KmemCache) -> Result<(), SlabError> {
         if cache.inner.owner != self.instance {
             return Err(SlabError::InvalidArgs(
                 "the cache belongs to another slab allocator",

@@ -5,6 +5,7 @@
 extern crate alloc;
 
 mod allocator;
+mod bulk;
 mod cache;
 mod error;
 mod flags;

@@ -36,6 +36,18 @@ enum Op {
         cpu: usize,
         fast: bool,
     },
+    /// `kmem_cache_alloc_bulk` of `n` objects.
+    AllocBulk {
+        cache: usize,
+        cpu: usize,
+        n: usize,
+    },
+    /// `kmem_cache_free_bulk` of up to `n` live objects of the cache.
+    FreeBulk {
+        cache: usize,
+        cpu: usize,
+        n: usize,
+    },
     Shrink {
         cache: usize,
     },
@@ -53,6 +65,10 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(size, cpu, fast)| Op::Kmalloc { size, cpu, fast }),
         8 => (any::<usize>(), 0usize..2, any::<bool>())
             .prop_map(|(which, cpu, fast)| Op::Free { which, cpu, fast }),
+        2 => (0usize..6, 0usize..2, 0usize..40)
+            .prop_map(|(cache, cpu, n)| Op::AllocBulk { cache, cpu, n }),
+        2 => (0usize..6, 0usize..2, 0usize..40)
+            .prop_map(|(cache, cpu, n)| Op::FreeBulk { cache, cpu, n }),
         1 => (0usize..6).prop_map(|cache| Op::Shrink { cache }),
         1 => (0usize..6).prop_map(|cache| Op::Destroy { cache }),
     ]
@@ -227,6 +243,51 @@ fn run(ops: &[Op], exclusive: bool) -> Result<(), TestCaseError> {
                         Some(_) | None => m.slab.kfree(Some(p)).unwrap(),
                     }
                 }
+            }
+            Op::AllocBulk { cache, cpu, n } => {
+                let Some((c, alive)) = caches.get(cache) else {
+                    continue;
+                };
+                cpus.set_current(cpu).unwrap();
+                let mut objs = vec![NonNull::dangling(); n];
+                let r = m.slab.kmem_cache_alloc_bulk(c, GFP_KERNEL, &mut objs);
+                if !alive {
+                    let destroyed = matches!(r, Err(SlabError::Destroyed { .. }));
+                    prop_assert!(destroyed);
+                    continue;
+                }
+                r.unwrap();
+                for p in objs {
+                    prop_assert_eq!(p.as_ptr().addr() % c.align(), 0);
+                    prop_assert_eq!(m.slab.cache_of(p), Some(c.name().to_string()));
+                    tag = tag.wrapping_add(1);
+                    stamp(p, c.object_size(), tag);
+                    let l = Live {
+                        cache: Some(cache),
+                        size: c.object_size(),
+                        tag,
+                    };
+                    prop_assert!(live.insert(p.as_ptr().addr(), (p, l)).is_none());
+                }
+            }
+            Op::FreeBulk { cache, cpu, n } => {
+                let Some((c, true)) = caches.get(cache) else {
+                    continue;
+                };
+                let keys: Vec<usize> = live
+                    .iter()
+                    .filter(|(_, (_, l))| l.cache == Some(cache))
+                    .map(|(&k, _)| k)
+                    .take(n)
+                    .collect();
+                let mut objs = Vec::with_capacity(keys.len());
+                for k in keys {
+                    let (p, l) = live.remove(&k).unwrap();
+                    prop_assert!(check_stamp(p, l.size, l.tag), "object contents corrupted");
+                    objs.push(p);
+                }
+                cpus.set_current(cpu).unwrap();
+                prop_assert!(m.slab.kmem_cache_free_bulk(c, &objs).is_ok());
             }
             Op::Shrink { cache } => {
                 let Some((c, true)) = caches.get(cache) else {

@@ -100,6 +100,34 @@ impl<B: BuddyBackend, C: ?Sized + CpuContext> MemoryManager<B, C> {
         Ok(self.slab_or_err()?.kmem_cache_free(cache, obj)?)
     }
 
+    /// Fills `objects` with new objects of `cache`, all or none
+    /// (`kmem_cache_alloc_bulk`, `mm/slub.c`; see
+    /// [`SlabAllocator::kmem_cache_alloc_bulk`]).
+    pub fn kmem_cache_alloc_bulk(
+        &self,
+        cache: &KmemCache,
+        gfp: Gfp,
+        objects: &mut [NonNull<u8>],
+    ) -> Result<(), KmmError> {
+        Ok(self
+            .slab_or_err()?
+            .kmem_cache_alloc_bulk(cache, gfp, objects)?)
+    }
+
+    /// Frees `objects` of `cache` (`kmem_cache_free_bulk`, `mm/slub.c`):
+    /// on error, the index of the first object refused (those before it
+    /// are freed) and why (see [`SlabAllocator::kmem_cache_free_bulk`]).
+    pub fn kmem_cache_free_bulk(
+        &self,
+        cache: &KmemCache,
+        objects: &[NonNull<u8>],
+    ) -> Result<(), (usize, KmmError)> {
+        self.slab_or_err()
+            .map_err(|e| (0, e))?
+            .kmem_cache_free_bulk(cache, objects)
+            .map_err(|(i, e)| (i, e.into()))
+    }
+
     /// A [`LocalCache`] of `cache`: a slab held by the caller, whose
     /// allocations and frees take no lock, atomic or CPU lookup (see
     /// [`SlabAllocator::local_cache`]).

@@ -9,8 +9,9 @@ use core::ptr::NonNull;
 use std::sync::Arc;
 
 use kmm::{
-    Backing, BuddyBackend, EagerBuddy, GFP_DMA, GFP_KERNEL, KmmError, LazyBuddy, MachineConfig,
-    MachineLayout, MemoryManager, MemorySpec, PAGE_SIZE, SlabAllocator, SlabError, SlabFlags,
+    Backing, BuddyBackend, EagerBuddy, GFP_DMA, GFP_KERNEL, Gfp, KmmError, LazyBuddy,
+    MachineConfig, MachineLayout, MemoryManager, MemorySpec, PAGE_SIZE, SlabAllocator, SlabError,
+    SlabFlags,
 };
 
 fn boot<B: BuddyBackend>(backing: Backing) -> MemoryManager<B> {
@@ -256,6 +257,53 @@ fn a_local_cache_through_the_facade<B: BuddyBackend>() {
     assert!(matches!(bare.local_cache(&other), Err(KmmError::NoSlab)));
 }
 
+fn bulk_batches_through_the_facade<B: BuddyBackend>() {
+    let mm: MemoryManager<B> = boot(Backing::Host);
+    let cache = mm
+        .kmem_cache_create("skbuff", 232, 0, SlabFlags::HWCACHE_ALIGN, None)
+        .unwrap();
+    let active = |mm: &MemoryManager<B>| -> String {
+        let info = mm.proc("/proc/slabinfo").unwrap();
+        let row = info.lines().find(|l| l.starts_with("skbuff ")).unwrap();
+        row.split_whitespace().nth(1).unwrap().to_owned()
+    };
+    let mut objs = vec![NonNull::dangling(); 64];
+    mm.kmem_cache_alloc_bulk(&cache, GFP_KERNEL | Gfp::ZERO, &mut objs)
+        .unwrap();
+    assert_eq!(active(&mm), "64");
+    for p in &objs {
+        // SAFETY: each object is live and 232 bytes long.
+        let bytes = unsafe { core::slice::from_raw_parts(p.as_ptr(), 232) };
+        assert!(bytes.iter().all(|&b| b == 0));
+    }
+    mm.check_invariants().unwrap();
+    // A refusal names the object: here the third, a stack address.
+    let mut stack = 0u64;
+    let bad = NonNull::from(&mut stack).cast::<u8>();
+    let (i, err) = mm
+        .kmem_cache_free_bulk(&cache, &[objs[0], objs[1], bad])
+        .unwrap_err();
+    assert_eq!(i, 2);
+    assert!(matches!(err, KmmError::Slab(_)), "{err:?}");
+    assert_eq!(active(&mm), "62");
+    mm.kmem_cache_free_bulk(&cache, &objs[2..]).unwrap();
+    assert_eq!(active(&mm), "0");
+    mm.kmem_cache_destroy(&cache).unwrap();
+    mm.check_invariants().unwrap();
+    let bare: MemoryManager<B> = boot(Backing::NoMemory);
+    let other = mm
+        .kmem_cache_create("other", 8, 0, SlabFlags::empty(), None)
+        .unwrap();
+    assert!(matches!(
+        bare.kmem_cache_alloc_bulk(&other, GFP_KERNEL, &mut objs),
+        Err(KmmError::NoSlab)
+    ));
+    assert!(matches!(
+        bare.kmem_cache_free_bulk(&other, &objs),
+        Err((0, KmmError::NoSlab))
+    ));
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod eager {
@@ -268,6 +316,7 @@ macro_rules! both_backends {
 }
 
 both_backends!(
+    bulk_batches_through_the_facade,
     kmalloc_uses_the_size_classes,
     kzalloc_zeroes_and_krealloc_keeps_the_contents,
     slab_caches_and_slabinfo,

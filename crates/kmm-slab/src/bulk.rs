@@ -1,0 +1,154 @@
+//! `kmem_cache_alloc_bulk` and `kmem_cache_free_bulk`: many objects of one
+//! cache in one call.
+
+use core::ptr::NonNull;
+
+use kmm_gfp::Gfp;
+use kmm_page::PageAllocator;
+use kmm_percpu::CpuContext;
+
+use crate::SlabError;
+use crate::allocator::{KmemCache, SlabAllocator};
+use crate::cache::Cache;
+
+impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
+    /// Fills `objects` with new objects of `cache` (`kmem_cache_alloc_bulk`,
+    /// `mm/slub.c`): all of them, or none.
+    ///
+    /// As in Linux, the CPU slab is taken once for the whole batch (the
+    /// slot stays closed, as `local_lock_irqsave` holds it there) and the
+    /// objects are popped off its freelist one after the other, refilling
+    /// it from the slab's remote frees, a partial slab or a new slab as it
+    /// runs dry (`___slab_alloc`); other threads on the same CPU wait for
+    /// the batch. `__GFP_ZERO` zeroes every object, after the slot is open
+    /// again. A debug cache allocates each object as `kmem_cache_alloc`
+    /// does, with every check. What `objects` held before is overwritten.
+    ///
+    /// # Errors
+    ///
+    /// As [`SlabAllocator::kmem_cache_alloc`] ([`SlabError::NoMemory`],
+    /// [`SlabError::Destroyed`], a corrupted free pointer, the debug
+    /// reports), and [`SlabError::InvalidArgs`] for a cache of another
+    /// allocator. Every object the batch had taken is freed again (Linux
+    /// returns 0 the same way), so no object is left allocated; the slabs
+    /// made on the way stay, as after any allocation, until a shrink. The
+    /// entries of `objects` then name freed memory and must not be used.
+    pub fn kmem_cache_alloc_bulk(
+        &self,
+        cache: &KmemCache,
+        gfp: Gfp,
+        objects: &mut [NonNull<u8>],
+    ) -> Result<(), SlabError> {
+        self.check_owner(cache)?;
+        let cache = &*cache.inner;
+        let taken = if cache.debug {
+            self.alloc_each(cache, gfp, objects)
+        } else {
+            self.alloc_batch(cache, gfp, objects)
+        };
+        if let Err((n, error)) = taken {
+            for &obj in &objects[..n] {
+                // The objects were handed out just now, to this call: their
+                // free cannot be refused.
+                let freed = self.cache_free(cache, obj, None);
+                debug_assert!(freed.is_ok(), "{freed:?}");
+            }
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// The batch of a cache without debug flags: the CPU slot closed once,
+    /// every object popped under it, then each handed out (zeroed if
+    /// asked). On error, how many objects `objects` holds.
+    fn alloc_batch(
+        &self,
+        cache: &Cache,
+        gfp: Gfp,
+        objects: &mut [NonNull<u8>],
+    ) -> Result<(), (usize, SlabError)> {
+        if objects.is_empty() {
+            return cache.check_alive().map_err(|e| (0, e));
+        }
+        let on = self.cpus.current_cpu_exclusive();
+        let (slot, cpu, _) = self.this_cpu(cache, on);
+        let mut popped = 0;
+        let mut failed = None;
+        {
+            let mut c = slot.close();
+            if let Err(e) = cache.check_alive() {
+                return Err((0, e));
+            }
+            for entry in objects.iter_mut() {
+                match self.refill(cache, &mut c, cpu, gfp) {
+                    Ok(obj) => match NonNull::new(obj) {
+                        Some(obj) => *entry = obj,
+                        None => {
+                            failed = Some(SlabError::Corrupted {
+                                cache: cache.name.clone(),
+                                object: 0,
+                            });
+                            break;
+                        }
+                    },
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                popped += 1;
+            }
+        }
+        if let Some(e) = failed {
+            return Err((popped, e));
+        }
+        if gfp.contains(Gfp::ZERO) {
+            for &obj in objects.iter() {
+                self.hand_out(cache, obj.as_ptr(), gfp)
+                    .map_err(|e| (popped, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The batch of a debug cache: one checked allocation per object. On
+    /// error, how many objects `objects` holds.
+    fn alloc_each(
+        &self,
+        cache: &Cache,
+        gfp: Gfp,
+        objects: &mut [NonNull<u8>],
+    ) -> Result<(), (usize, SlabError)> {
+        cache.check_alive().map_err(|e| (0, e))?;
+        for (i, entry) in objects.iter_mut().enumerate() {
+            *entry = self.cache_alloc(cache, gfp).map_err(|e| (i, e))?;
+        }
+        Ok(())
+    }
+
+    /// Frees `objects`, all of `cache` (`kmem_cache_free_bulk`,
+    /// `mm/slub.c`), each as [`SlabAllocator::kmem_cache_free`] frees it.
+    ///
+    /// # Errors
+    ///
+    /// The first object refused, as `kmem_cache_free` refuses it (a foreign
+    /// pointer, the middle of an object, another cache's object, a double
+    /// free it can see, a destroyed cache): `(i, error)`, where the objects
+    /// before `objects[i]` are freed and `objects[i]` and those after it
+    /// are untouched. A handle of another allocator is `(0, InvalidArgs)`.
+    /// A red-zone report from a debug cache ([`SlabError::RedZone`]) stops
+    /// the batch too, but `objects[i]` is freed, as `kmem_cache_free` frees
+    /// it.
+    pub fn kmem_cache_free_bulk(
+        &self,
+        cache: &KmemCache,
+        objects: &[NonNull<u8>],
+    ) -> Result<(), (usize, SlabError)> {
+        self.check_owner(cache).map_err(|e| (0, e))?;
+        for (i, &obj) in objects.iter().enumerate() {
+            self.cache_free(&cache.inner, obj, None)
+                .map_err(|e| (i, e))?;
+        }
+        Ok(())
+    }
+}
