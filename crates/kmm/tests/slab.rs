@@ -224,16 +224,22 @@ fn no_memory_has_no_slab_layer<B: BuddyBackend>() {
     assert!(!mm.proc("/proc/meminfo").unwrap().contains("Slab:"));
 }
 
+/// The `active_objs` column of the `/proc/slabinfo` row of cache `name`.
+fn active_objs<B: BuddyBackend>(mm: &MemoryManager<B>, name: &str) -> String {
+    let info = mm.proc("/proc/slabinfo").unwrap();
+    let row = info
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap();
+    row.split_whitespace().nth(1).unwrap().to_owned()
+}
+
 fn a_local_cache_through_the_facade<B: BuddyBackend>() {
     let mm: MemoryManager<B> = boot(Backing::Host);
     let cache = mm
         .kmem_cache_create("dentry", 192, 0, SlabFlags::HWCACHE_ALIGN, None)
         .unwrap();
-    let active = |mm: &MemoryManager<B>| -> String {
-        let info = mm.proc("/proc/slabinfo").unwrap();
-        let row = info.lines().find(|l| l.starts_with("dentry ")).unwrap();
-        row.split_whitespace().nth(1).unwrap().to_owned()
-    };
+    let active = |mm: &MemoryManager<B>| active_objs(mm, "dentry");
     {
         let mut local = mm.local_cache(&cache).unwrap();
         let objs: Vec<_> = (0..100).map(|_| local.alloc(GFP_KERNEL).unwrap()).collect();
@@ -262,11 +268,7 @@ fn bulk_batches_through_the_facade<B: BuddyBackend>() {
     let cache = mm
         .kmem_cache_create("skbuff", 232, 0, SlabFlags::HWCACHE_ALIGN, None)
         .unwrap();
-    let active = |mm: &MemoryManager<B>| -> String {
-        let info = mm.proc("/proc/slabinfo").unwrap();
-        let row = info.lines().find(|l| l.starts_with("skbuff ")).unwrap();
-        row.split_whitespace().nth(1).unwrap().to_owned()
-    };
+    let active = |mm: &MemoryManager<B>| active_objs(mm, "skbuff");
     let mut objs = vec![NonNull::dangling(); 64];
     mm.kmem_cache_alloc_bulk(&cache, GFP_KERNEL | Gfp::ZERO, &mut objs)
         .unwrap();
