@@ -9,7 +9,8 @@ use kmm_percpu::CpuContext;
 
 use crate::SlabError;
 use crate::allocator::{KmemCache, SlabAllocator};
-use crate::cache::Cache;
+use crate::cache::{Cache, cold};
+use crate::raw;
 
 impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// Fills `objects` with new objects of `cache` (`kmem_cache_alloc_bulk`,
@@ -80,7 +81,14 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
                 return Err((0, e));
             }
             for entry in objects.iter_mut() {
-                match self.refill(cache, &mut c, cpu, gfp) {
+                // The closed slab's next object inline; a refill when it
+                // has none.
+                let popped_now = match self.cpu_pop(cache, &mut c) {
+                    Ok(Some(obj)) => Ok(obj),
+                    Ok(None) => self.refill(cache, &mut c, cpu, gfp),
+                    Err(e) => Err(e),
+                };
+                match popped_now {
                     Ok(obj) => match NonNull::new(obj) {
                         Some(obj) => *entry = obj,
                         None => {
@@ -127,7 +135,13 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     }
 
     /// Frees `objects`, all of `cache` (`kmem_cache_free_bulk`,
-    /// `mm/slub.c`), each as [`SlabAllocator::kmem_cache_free`] frees it.
+    /// `mm/slub.c`), with the checks [`SlabAllocator::kmem_cache_free`]
+    /// makes. The CPU slab is taken once for the batch, as for
+    /// [`SlabAllocator::kmem_cache_alloc_bulk`]: objects of it go onto its
+    /// freelist; every other object goes to its own slab (`__slab_free`),
+    /// one by one, where Linux first groups the batch by slab
+    /// (`build_detached_freelist`) to free each group with one
+    /// compare-exchange.
     ///
     /// # Errors
     ///
@@ -145,9 +159,52 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         objects: &[NonNull<u8>],
     ) -> Result<(), (usize, SlabError)> {
         self.check_owner(cache).map_err(|e| (0, e))?;
+        if objects.is_empty() {
+            return Ok(());
+        }
+        self.free_batch(&cache.inner, objects)
+    }
+
+    /// The batch free: the CPU slot closed once, each object of its slab
+    /// pushed onto the closed freelist with the fast path's checks (an
+    /// object start, not the list's head), every other object freed to its
+    /// own slab (`__slab_free`, which checks it whole), then the slab
+    /// published. A debug cache has no CPU slab, so all of its objects take
+    /// `__slab_free`'s checked path.
+    #[expect(
+        unsafe_code,
+        reason = "writes the free pointers of the CPU slab's objects being freed"
+    )]
+    fn free_batch(&self, cache: &Cache, objects: &[NonNull<u8>]) -> Result<(), (usize, SlabError)> {
+        let on = self.cpus.current_cpu_exclusive();
+        let (slot, _, _) = self.this_cpu(cache, on);
+        let mut c = slot.close();
+        let base = c.base;
+        let fp = base.wrapping_add(cache.layout.offset);
         for (i, &obj) in objects.iter().enumerate() {
-            self.cache_free(&cache.inner, obj, None)
-                .map_err(|e| (i, e))?;
+            let addr = obj.as_ptr().addr();
+            // Without a slab `base` is null and `last` 0: only address 0,
+            // which no `NonNull` is, would be inside.
+            let off = addr.wrapping_sub(base.addr());
+            if off > c.last {
+                // Another slab's object, or a misuse `__slab_free` reports.
+                self.free_slow(cache, obj, None).map_err(|e| (i, e))?;
+                continue;
+            }
+            // `off <= last` is below 2^32, and a CPU slab's objects start at
+            // whole slots (its cache has no left red zone).
+            if !cache.slot.divides(off) || off == c.freelist {
+                return Err((i, cold::bad_cpu_free(cache, addr, off, c.last)));
+            }
+            // SAFETY: `base + off` is an object start of this CPU's slab,
+            // whose slot is closed, so this thread alone links its freelist;
+            // the object is the caller's, given back, so no one else writes
+            // it. The word is aligned (a page-aligned slab, whole-word slots
+            // and free-pointer offset in a cache without debug flags) and
+            // inside the direct map, which stays mapped while the allocator
+            // lives.
+            unsafe { raw::store_free_word(fp, off, c.freelist) };
+            c.freelist = off;
         }
         Ok(())
     }

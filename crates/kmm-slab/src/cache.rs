@@ -1603,7 +1603,12 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     }
 
     /// Pops the first object of a closed slot's freelist.
-    fn cpu_pop(&self, cache: &Cache, c: &mut CpuSlab) -> Result<Option<*mut u8>, SlabError> {
+    #[inline]
+    pub(crate) fn cpu_pop(
+        &self,
+        cache: &Cache,
+        c: &mut CpuSlab,
+    ) -> Result<Option<*mut u8>, SlabError> {
         let off = c.freelist;
         if off == NIL {
             return Ok(None);
@@ -2497,7 +2502,7 @@ pub(crate) mod cold {
     /// object start, or the object freed last (a double free).
     #[cold]
     #[inline(never)]
-    pub(super) fn bad_cpu_free(cache: &Cache, addr: usize, off: usize, last: usize) -> SlabError {
+    pub(crate) fn bad_cpu_free(cache: &Cache, addr: usize, off: usize, last: usize) -> SlabError {
         if cache.is_object_start(off, last) {
             double_free(cache, addr)
         } else {

@@ -218,7 +218,17 @@ fn a_refused_free_stops_the_batch_where_it_is() {
             .kmem_cache_alloc_bulk(&c, GFP_KERNEL, &mut objs[..2])
             .unwrap();
     }
-    m.slab.kmem_cache_free_bulk(&c, &objs).unwrap();
+    // A double free inside the batch: the object freed just before.
+    let before = active(&m, "held");
+    let (i, err) = m
+        .slab
+        .kmem_cache_free_bulk(&c, &[objs[0], objs[1], objs[1], objs[2]])
+        .unwrap_err();
+    assert_eq!(i, 2);
+    assert!(matches!(err, SlabError::DoubleFree { .. }), "{err:?}");
+    assert_eq!(active(&m, "held"), before - 2);
+    m.slab.check_invariants().unwrap();
+    m.slab.kmem_cache_free_bulk(&c, &objs[2..]).unwrap();
     m.slab.kmem_cache_free(&other, stranger).unwrap();
     assert_eq!(active(&m, "held"), 0);
     // A destroyed cache and another allocator's handle are refused whole.
