@@ -9,7 +9,7 @@ use core::ptr::NonNull;
 use std::sync::Arc;
 
 use kmm::{
-    Backing, BuddyBackend, EagerBuddy, GFP_DMA, GFP_KERNEL, Gfp, KmmError, LazyBuddy,
+    Backing, BuddyBackend, EagerBuddy, GFP_DMA, GFP_KERNEL, Gfp, KmemCache, KmmError, LazyBuddy,
     MachineConfig, MachineLayout, MemoryManager, MemorySpec, PAGE_SIZE, SlabAllocator, SlabError,
     SlabFlags,
 };
@@ -224,6 +224,16 @@ fn no_memory_has_no_slab_layer<B: BuddyBackend>() {
     assert!(!mm.proc("/proc/meminfo").unwrap().contains("Slab:"));
 }
 
+/// A machine without memory behind its frames (so without a slab layer),
+/// and a cache of `mm` to hand it.
+fn no_slab_and_a_cache<B: BuddyBackend>(mm: &MemoryManager<B>) -> (MemoryManager<B>, KmemCache) {
+    let bare: MemoryManager<B> = boot(Backing::NoMemory);
+    let cache = mm
+        .kmem_cache_create("other", 8, 0, SlabFlags::empty(), None)
+        .unwrap();
+    (bare, cache)
+}
+
 /// The `active_objs` column of the `/proc/slabinfo` row of cache `name`.
 fn active_objs<B: BuddyBackend>(mm: &MemoryManager<B>, name: &str) -> String {
     let info = mm.proc("/proc/slabinfo").unwrap();
@@ -256,10 +266,7 @@ fn a_local_cache_through_the_facade<B: BuddyBackend>() {
     mm.kmem_cache_destroy(&cache).unwrap();
     mm.check_invariants().unwrap();
     // A machine without memory behind its frames has no slab layer.
-    let bare: MemoryManager<B> = boot(Backing::NoMemory);
-    let other = mm
-        .kmem_cache_create("other", 8, 0, SlabFlags::empty(), None)
-        .unwrap();
+    let (bare, other) = no_slab_and_a_cache(&mm);
     assert!(matches!(bare.local_cache(&other), Err(KmmError::NoSlab)));
 }
 
@@ -292,10 +299,7 @@ fn bulk_batches_through_the_facade<B: BuddyBackend>() {
     assert_eq!(active(&mm), "0");
     mm.kmem_cache_destroy(&cache).unwrap();
     mm.check_invariants().unwrap();
-    let bare: MemoryManager<B> = boot(Backing::NoMemory);
-    let other = mm
-        .kmem_cache_create("other", 8, 0, SlabFlags::empty(), None)
-        .unwrap();
+    let (bare, other) = no_slab_and_a_cache(&mm);
     assert!(matches!(
         bare.kmem_cache_alloc_bulk(&other, GFP_KERNEL, &mut objs),
         Err(KmmError::NoSlab)
