@@ -83,22 +83,19 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
             for entry in objects.iter_mut() {
                 // The closed slab's next object inline; a refill when it
                 // has none.
-                let popped_now = match self.cpu_pop(cache, &mut c) {
+                let obj = match self.cpu_pop(cache, &mut c) {
                     Ok(Some(obj)) => Ok(obj),
                     Ok(None) => self.refill(cache, &mut c, cpu, gfp),
                     Err(e) => Err(e),
-                };
-                match popped_now {
-                    Ok(obj) => match NonNull::new(obj) {
-                        Some(obj) => *entry = obj,
-                        None => {
-                            failed = Some(SlabError::Corrupted {
-                                cache: cache.name.clone(),
-                                object: 0,
-                            });
-                            break;
-                        }
-                    },
+                }
+                .and_then(|obj| {
+                    NonNull::new(obj).ok_or_else(|| SlabError::Corrupted {
+                        cache: cache.name.clone(),
+                        object: 0,
+                    })
+                });
+                match obj {
+                    Ok(obj) => *entry = obj,
                     Err(e) => {
                         failed = Some(e);
                         break;
