@@ -9,8 +9,7 @@ use kmm_percpu::CpuContext;
 
 use crate::SlabError;
 use crate::allocator::{KmemCache, SlabAllocator};
-use crate::cache::{Cache, cold};
-use crate::raw;
+use crate::cache::{Cache, HeldPush, cold};
 
 impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// Fills `objects` with new objects of `cache` (`kmem_cache_alloc_bulk`,
@@ -168,40 +167,20 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
     /// own slab (`__slab_free`, which checks it whole), then the slab
     /// published. A debug cache has no CPU slab, so all of its objects take
     /// `__slab_free`'s checked path.
-    #[expect(
-        unsafe_code,
-        reason = "writes the free pointers of the CPU slab's objects being freed"
-    )]
     fn free_batch(&self, cache: &Cache, objects: &[NonNull<u8>]) -> Result<(), (usize, SlabError)> {
         let on = self.cpus.current_cpu_exclusive();
         let (slot, _, _) = self.this_cpu(cache, on);
         let mut c = slot.close();
-        let base = c.base;
-        let fp = base.wrapping_add(cache.layout.offset);
+        let fp = c.base.wrapping_add(cache.layout.offset);
         for (i, &obj) in objects.iter().enumerate() {
             let addr = obj.as_ptr().addr();
-            // Without a slab `base` is null and `last` 0: only address 0,
-            // which no `NonNull` is, would be inside.
-            let off = addr.wrapping_sub(base.addr());
-            if off > c.last {
-                // Another slab's object, or a misuse `__slab_free` reports.
-                self.free_slow(cache, obj, None).map_err(|e| (i, e))?;
-                continue;
+            match c.push_held(fp, cache.slot, addr) {
+                HeldPush::Pushed => {}
+                // Another slab's object, or a misuse `__slab_free` reports
+                // (the middle of an object of this slab too).
+                HeldPush::Elsewhere => self.free_slow(cache, obj, None).map_err(|e| (i, e))?,
+                HeldPush::Head => return Err((i, cold::double_free(cache, addr))),
             }
-            // `off <= last` is below 2^32, and a CPU slab's objects start at
-            // whole slots (its cache has no left red zone).
-            if !cache.slot.divides(off) || off == c.freelist {
-                return Err((i, cold::bad_cpu_free(cache, addr, off, c.last)));
-            }
-            // SAFETY: `base + off` is an object start of this CPU's slab,
-            // whose slot is closed, so this thread alone links its freelist;
-            // the object is the caller's, given back, so no one else writes
-            // it. The word is aligned (a page-aligned slab, whole-word slots
-            // and free-pointer offset in a cache without debug flags) and
-            // inside the direct map, which stays mapped while the allocator
-            // lives.
-            unsafe { raw::store_free_word(fp, off, c.freelist) };
-            c.freelist = off;
         }
         Ok(())
     }

@@ -622,6 +622,53 @@ impl CpuSlab {
     fn clear(&mut self) {
         *self = Self::EMPTY;
     }
+
+    /// The free fast path on a slab this thread holds (a closed CPU slot's,
+    /// or a [`crate::LocalCache`]'s): pushes the object at `addr` onto the
+    /// freelist if it is an object start of the slab and not the list's
+    /// head. `fp` is the slab's base plus the cache's free-pointer offset,
+    /// `slot` the cache's slot size. Nothing changes unless it returns
+    /// [`HeldPush::Pushed`].
+    #[expect(
+        unsafe_code,
+        reason = "the fast path writes the free pointer of a freed object"
+    )]
+    #[inline(always)]
+    pub(crate) fn push_held(&mut self, fp: *mut u8, slot: Divisor, addr: usize) -> HeldPush {
+        // Without a slab `base` is null and `last` 0: only address 0, which
+        // no object has, would be inside. `off <= last` is below 2^32, and
+        // a held slab's objects start at whole slots (its cache has no left
+        // red zone, having no debug flags).
+        let head = self.freelist;
+        let off = addr.wrapping_sub(self.base.addr());
+        if off > self.last || !slot.divides(off) {
+            return HeldPush::Elsewhere;
+        }
+        if off == head {
+            return HeldPush::Head;
+        }
+        // SAFETY: `base + off` is an object start of a slab only this
+        // thread links (its CPU slot is closed, or a local cache holds it),
+        // and the object is the caller's, given back, so no one else writes
+        // it. The word is aligned (a page-aligned slab, whole-word slots
+        // and free-pointer offset in a cache without debug flags) and inside
+        // the direct map, which stays mapped while the allocator lives.
+        unsafe { raw::store_free_word(fp, off, head) };
+        self.freelist = off;
+        HeldPush::Pushed
+    }
+}
+
+/// What [`CpuSlab::push_held`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HeldPush {
+    /// The object is on the held freelist.
+    Pushed,
+    /// Not an object start of the held slab: another slab's object, or a
+    /// misuse, for `__slab_free` to free or report.
+    Elsewhere,
+    /// The freelist's head: a double free.
+    Head,
 }
 
 /// A closed CPU slot; dropping it publishes the (possibly changed) state and
@@ -2502,7 +2549,7 @@ pub(crate) mod cold {
     /// object start, or the object freed last (a double free).
     #[cold]
     #[inline(never)]
-    pub(crate) fn bad_cpu_free(cache: &Cache, addr: usize, off: usize, last: usize) -> SlabError {
+    pub(super) fn bad_cpu_free(cache: &Cache, addr: usize, off: usize, last: usize) -> SlabError {
         if cache.is_object_start(off, last) {
             double_free(cache, addr)
         } else {

@@ -9,7 +9,7 @@ use kmm_percpu::CpuContext;
 
 use crate::SlabError;
 use crate::allocator::{KmemCache, SlabAllocator};
-use crate::cache::{Cache, CpuSlab, NIL, NO_SLAB, cold};
+use crate::cache::{Cache, CpuSlab, HeldPush, NIL, NO_SLAB, cold};
 use crate::layout::Divisor;
 use crate::raw;
 
@@ -170,35 +170,16 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> LocalCache<'_, P, C> {
     /// [`SlabError::WrongCache`], [`SlabError::DoubleFree`] (for the
     /// object freed last on its freelist, as `SLAB_FREELIST_HARDENED`
     /// checks; every double free in a debug cache), [`SlabError::Destroyed`].
-    #[expect(
-        unsafe_code,
-        reason = "the fast path writes the free pointer of a freed object"
-    )]
     #[inline(always)]
     pub fn free(&mut self, obj: NonNull<u8>) -> Result<(), SlabError> {
-        let (base, head) = (self.c.base, self.c.freelist);
         let addr = obj.as_ptr().addr();
-        // `off` is an object start of the held slab: inside it (without a
-        // slab, `base` is null and `last` 0, which only address 0 would
-        // pass), so below 2^32, and a whole number of slots (a held slab
-        // has no left red zone: its cache has no debug flags).
-        let off = addr.wrapping_sub(base.addr());
-        if off > self.c.last || !self.slot.divides(off) {
+        match self.c.push_held(self.fp, self.slot, addr) {
+            HeldPush::Pushed => Ok(()),
             // Another slab's object, or a misuse, which `free_slow` reports
             // (the middle of a held object too).
-            return self.slab.free_slow(self.cache, obj, None);
+            HeldPush::Elsewhere => self.slab.free_slow(self.cache, obj, None),
+            HeldPush::Head => Err(cold::double_free(self.cache, addr)),
         }
-        if off == head {
-            return Err(cold::double_free(self.cache, addr));
-        }
-        // SAFETY: `base + off` is an object start of the held slab and
-        // the caller's object, given back: no one else
-        // writes it. The word is aligned (the slab is page-aligned, and a
-        // cache without debug flags has whole-word slots and free-pointer
-        // offset) and inside the direct map.
-        unsafe { raw::store_free_word(self.fp, off, head) };
-        self.c.freelist = off;
-        Ok(())
     }
 
     /// Gives the held slab back to the node, as dropping does
