@@ -27,6 +27,11 @@ extern crate std;
     reason = "`GlobalKmalloc` implements `GlobalAlloc`, an unsafe trait"
 )]
 mod global;
+#[expect(
+    unsafe_code,
+    reason = "`kvrealloc` copies a block's bytes, which are host memory"
+)]
+pub mod kv;
 mod manager;
 #[expect(
     unsafe_code,
