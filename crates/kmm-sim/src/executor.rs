@@ -128,6 +128,11 @@ enum Allocation {
         /// The object.
         ptr: NonNull<u8>,
     },
+    /// From `kvmalloc` or `kvzalloc`: a kmalloc object or a vmalloc area.
+    Kvmalloc {
+        /// The block.
+        ptr: NonNull<u8>,
+    },
     /// From `kmem_cache_alloc`; the object's cache is found from its frame.
     CacheObject {
         /// The object.
@@ -146,6 +151,7 @@ impl Allocation {
             Allocation::KmapAtomic { .. } => ("kmap_atomic", "kunmap_atomic"),
             Allocation::Percpu { .. } => ("alloc_percpu", "free_percpu"),
             Allocation::Kmalloc { .. } => ("kmalloc", "kfree"),
+            Allocation::Kvmalloc { .. } => ("kvmalloc", "kvfree"),
             Allocation::CacheObject { .. } => ("kmem_cache_alloc", "kmem_cache_free"),
         }
     }
@@ -496,17 +502,42 @@ impl<B: BuddyBackend> Machine<B> {
                     self.mm.kmalloc(*size, gfp)?
                 };
                 self.names.insert(name.clone(), Allocation::Kmalloc { ptr });
-                write!(out, "{name}: addr={:#x}", ptr.as_ptr().addr())?;
-                match self.mm.slab().and_then(|slab| slab.cache_of(ptr)) {
-                    Some(cache) => writeln!(out, " cache={cache}")?,
-                    None => {
-                        let bytes = self.mm.ksize(ptr)?;
-                        let order = (bytes / PAGE_SIZE).max(1).trailing_zeros();
-                        writeln!(out, " order={order}")?;
-                    }
-                }
-                Ok(())
+                self.print_kmalloc(out, name, ptr)
             }
+            Command::Kvmalloc {
+                name,
+                size,
+                gfp,
+                zero,
+            } => {
+                let command = if *zero { "kvzalloc" } else { "kvmalloc" };
+                self.check_name_free(name)?;
+                self.check_slab(command)?;
+                let gfp = parse_gfp(gfp.as_deref())?;
+                let ptr = if *zero {
+                    self.mm.kvzalloc(*size, gfp)?
+                } else {
+                    self.mm.kvmalloc(*size, gfp)?
+                };
+                self.names
+                    .insert(name.clone(), Allocation::Kvmalloc { ptr });
+                let addr = VirtAddr(ptr.as_ptr().addr());
+                if self.mm.is_vmalloc_addr(addr) {
+                    let pages = size.div_ceil(PAGE_SIZE);
+                    writeln!(out, "{name}: addr={addr:#x} vmalloc pages={pages}")?;
+                    Ok(())
+                } else {
+                    self.print_kmalloc(out, name, ptr)
+                }
+            }
+            Command::Kvfree { name } => match self.lookup(name)? {
+                Allocation::Kvmalloc { ptr } => {
+                    self.mm.kvfree(Some(ptr))?;
+                    self.names.remove(name);
+                    Ok(())
+                }
+                other => Err(wrong_free(name, other)),
+            },
             Command::Kfree { name } => match self.lookup(name)? {
                 Allocation::Kmalloc { ptr } => {
                     self.mm.kfree(Some(ptr))?;
@@ -623,6 +654,26 @@ impl<B: BuddyBackend> Machine<B> {
     }
 
     /// Refuses a slab command on a machine without memory behind its frames.
+    /// The line of a kmalloc object: its address, and its cache or, for a
+    /// large kmalloc, its order.
+    fn print_kmalloc(
+        &self,
+        out: &mut dyn Write,
+        name: &str,
+        ptr: NonNull<u8>,
+    ) -> Result<(), ExecError> {
+        write!(out, "{name}: addr={:#x}", ptr.as_ptr().addr())?;
+        match self.mm.slab().and_then(|slab| slab.cache_of(ptr)) {
+            Some(cache) => writeln!(out, " cache={cache}")?,
+            None => {
+                let bytes = self.mm.ksize(ptr)?;
+                let order = (bytes / PAGE_SIZE).max(1).trailing_zeros();
+                writeln!(out, " order={order}")?;
+            }
+        }
+        Ok(())
+    }
+
     fn check_slab(&self, command: &'static str) -> Result<(), ExecError> {
         if self.mm.slab().is_none() {
             Err(ExecError::NoMemory(command))

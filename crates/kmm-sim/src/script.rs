@@ -27,6 +27,7 @@ commands (one a line, '#' starts a comment):
   kmap_atomic NAME PAGE      kunmap_atomic NAME   (newest first)
   alloc_percpu NAME size=BYTES [align=8]     free_percpu NAME
   kmalloc NAME SIZE [gfp=GFP_KERNEL]     kzalloc NAME SIZE [gfp=...]     kfree NAME
+  kvmalloc NAME SIZE [gfp=GFP_KERNEL]    kvzalloc NAME SIZE [gfp=...]    kvfree NAME
   kmem_cache_create CACHE size=BYTES [align=N] [flags=SLAB_HWCACHE_ALIGN|...]
   kmem_cache_alloc NAME CACHE            kmem_cache_free NAME
   kmem_cache_shrink CACHE                kmem_cache_destroy CACHE
@@ -137,6 +138,22 @@ pub(crate) enum Command {
     /// `kfree NAME`.
     Kfree {
         /// The name of a kmalloc allocation.
+        name: String,
+    },
+    /// `kvmalloc NAME SIZE [gfp=...]` or `kvzalloc NAME SIZE [gfp=...]`.
+    Kvmalloc {
+        /// The name the allocation gets.
+        name: String,
+        /// The size in bytes.
+        size: usize,
+        /// The gfp text, or `None` for `GFP_KERNEL`.
+        gfp: Option<String>,
+        /// `kvzalloc`: the memory is zeroed.
+        zero: bool,
+    },
+    /// `kvfree NAME`.
+    Kvfree {
+        /// The name of a kvmalloc allocation.
         name: String,
     },
     /// `kmem_cache_create CACHE size=BYTES [align=N] [flags=A|B]`.
@@ -484,6 +501,28 @@ pub(crate) fn parse_line(line: &str) -> Result<Option<Command>, ParseError> {
         "kfree" => {
             let (name, _) = named("kfree", &rest, &[])?;
             Command::Kfree { name }
+        }
+        word @ ("kvmalloc" | "kvzalloc") => {
+            let zero = word == "kvzalloc";
+            let command = if zero { "kvzalloc" } else { "kvmalloc" };
+            let (name, size, mut args) = named_with(
+                command,
+                &rest,
+                "a size, as in 'kvmalloc K 100000'",
+                &["gfp"],
+            )?;
+            let size = parse_host_size(size)?;
+            let gfp = args.text("gfp");
+            Command::Kvmalloc {
+                name,
+                size,
+                gfp,
+                zero,
+            }
+        }
+        "kvfree" => {
+            let (name, _) = named("kvfree", &rest, &[])?;
+            Command::Kvfree { name }
         }
         "kmem_cache_create" => {
             let (cache, mut args) = named("kmem_cache_create", &rest, &["size", "align", "flags"])?;

@@ -404,6 +404,53 @@ fn kmalloc_names_its_size_class_or_its_order() {
 }
 
 #[test]
+fn kvmalloc_says_whether_kmalloc_or_vmalloc_served_it() {
+    let mut session = host();
+    let line = ok(&mut session, "kvmalloc A 100");
+    assert!(
+        line.starts_with("A: addr=0x") && line.ends_with(" cache=kmalloc-128\n"),
+        "{line}"
+    );
+    let line = ok(&mut session, "kvmalloc B 9000");
+    assert!(line.ends_with(" order=2\n"), "{line}");
+    // Above KMALLOC_MAX_SIZE, vmalloc: its area in /proc/vmallocinfo.
+    let line = ok(&mut session, "kvzalloc C 5M");
+    assert!(
+        line.starts_with("C: addr=0x") && line.ends_with(" vmalloc pages=1280\n"),
+        "{line}"
+    );
+    let info = ok(&mut session, "cat /proc/vmallocinfo");
+    assert!(
+        info.contains(" 5246976 MemoryManager::kvmalloc pages=1280 vmalloc"),
+        "{info}"
+    );
+    refused(&mut session, "kvmalloc C 10", "name 'C' is in use");
+    refused(
+        &mut session,
+        "kfree C",
+        "'C' came from kvmalloc: free it with kvfree",
+    );
+    refused(
+        &mut session,
+        "kvfree nobody",
+        "no live allocation named 'nobody'",
+    );
+    ok(&mut session, "kmalloc K 64");
+    refused(
+        &mut session,
+        "kvfree K",
+        "'K' came from kmalloc: free it with kfree",
+    );
+    for name in ["A", "B", "C"] {
+        ok(&mut session, &format!("kvfree {name}"));
+    }
+    ok(&mut session, "kfree K");
+    assert!(names(&session).is_empty());
+    assert!(!ok(&mut session, "cat /proc/vmallocinfo").contains("kvmalloc"));
+    check_invariants(&session);
+}
+
+#[test]
 fn slab_caches_run_from_create_to_destroy() {
     let mut session = host();
     assert_eq!(

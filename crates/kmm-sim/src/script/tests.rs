@@ -494,6 +494,31 @@ fn slab_commands_parse() {
         }
     );
     assert_eq!(
+        parse("kvzalloc V 5M gfp=GFP_KERNEL"),
+        Command::Kvmalloc {
+            name: "V".to_owned(),
+            size: 5 << 20,
+            gfp: Some("GFP_KERNEL".to_owned()),
+            zero: true,
+        }
+    );
+    assert_eq!(
+        parse("kvmalloc V 100"),
+        Command::Kvmalloc {
+            name: "V".to_owned(),
+            size: 100,
+            gfp: None,
+            zero: false,
+        }
+    );
+    assert_eq!(
+        parse("kvfree V"),
+        Command::Kvfree {
+            name: "V".to_owned()
+        }
+    );
+    assert!(parse_line("kvmalloc V").is_err());
+    assert_eq!(
         parse(
             "kmem_cache_create inode_cache size=600 align=64 flags=SLAB_HWCACHE_ALIGN|SLAB_POISON"
         ),
