@@ -6,6 +6,8 @@
 
 use core::ptr::NonNull;
 
+use proptest::prelude::*;
+
 use kmm::kv::{KVMALLOC_CALLER, KVMALLOC_MAX_SIZE, KVREALLOC_CALLER, kmalloc_gfp_adjust};
 use kmm::{
     Backing, DefaultBuddy, GFP_ATOMIC, GFP_KERNEL, Gfp, KmmError, MachineConfig, MemoryManager,
@@ -393,4 +395,143 @@ fn a_page_or_less_never_falls_back_even_where_vmalloc_could_serve_it() {
         mm.free_pages(pfn, 0).unwrap();
     }
     mm.check_invariants().unwrap();
+}
+
+/// One step of the model test.
+#[derive(Clone, Debug)]
+enum Op {
+    Alloc { size: usize, zero: bool },
+    Realloc { which: usize, size: usize },
+    Free { which: usize },
+}
+
+/// Sizes from a few bytes to past `KMALLOC_MAX_SIZE`, most of them small.
+fn size() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        1 => Just(0usize),
+        4 => 1usize..600,
+        2 => 600usize..20_000,
+        1 => 20_000usize..(3usize << 20),
+        2 => (4usize << 20) - 4096..(6usize << 20),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (size(), any::<bool>()).prop_map(|(size, zero)| Op::Alloc { size, zero }),
+        2 => (any::<usize>(), size()).prop_map(|(which, size)| Op::Realloc { which, size }),
+        3 => any::<usize>().prop_map(|which| Op::Free { which }),
+    ]
+}
+
+/// The bytes of a live block the model checks: its first and last 64 and a
+/// run in the middle (all of a small block).
+fn probes(size: usize) -> Vec<usize> {
+    if size <= 192 {
+        return (0..size).collect();
+    }
+    let mut at: Vec<usize> = (0..64).chain(size - 64..size).collect();
+    at.extend(size / 2..size / 2 + 64);
+    at
+}
+
+fn write_probes(p: NonNull<u8>, size: usize, seed: u8) {
+    for i in probes(size) {
+        // SAFETY: `i < size`, inside the live block.
+        unsafe { p.as_ptr().add(i).write(seed ^ i as u8) };
+    }
+}
+
+/// Whether `p` holds `seed`'s probes of a block of `old` bytes, for its first
+/// `kept` bytes.
+fn probes_hold(p: NonNull<u8>, old: usize, kept: usize, seed: u8) -> bool {
+    probes(old)
+        .into_iter()
+        .filter(|&i| i < kept)
+        // SAFETY: `i < kept`, inside the live block.
+        .all(|i| unsafe { p.as_ptr().add(i).read() } == seed ^ i as u8)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Against a model of live blocks (address, size, contents): kvmalloc,
+    /// kvrealloc and kvfree keep every block's bytes, no two live blocks
+    /// overlap, every block is where its size says (kmalloc for a page or
+    /// less, vmalloc above 4 MiB), and freeing everything gives every page
+    /// back.
+    #[test]
+    fn the_kvmalloc_family_against_a_model(ops in prop::collection::vec(op(), 1..40)) {
+        let mm = boot(64 << 20);
+        let before = mm.summary().allocated_pages;
+        let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
+        for (n, op) in ops.into_iter().enumerate() {
+            let seed = n as u8;
+            match op {
+                Op::Alloc { size, zero } => {
+                    let got = if zero {
+                        mm.kvzalloc(size, GFP_KERNEL)
+                    } else {
+                        mm.kvmalloc(size, GFP_KERNEL)
+                    };
+                    let Ok(p) = got else { continue };
+                    if size == 0 {
+                        prop_assert_eq!(p, ZERO_SIZE_PTR);
+                        continue;
+                    }
+                    // Above KMALLOC_MAX_SIZE always vmalloc, a page or less never;
+                    // between, vmalloc only when memory is too fragmented for kmalloc.
+                    if size > 4 << 20 {
+                        prop_assert!(is_vmalloc(&mm, p));
+                    } else if size <= PAGE_SIZE {
+                        prop_assert!(!is_vmalloc(&mm, p));
+                    }
+                    if zero {
+                        prop_assert!(probes(size).into_iter().all(|i| zeroed(p, i, i + 1)));
+                    }
+                    write_probes(p, size, seed);
+                    live.push((p, size, seed));
+                }
+                Op::Realloc { which, size } if !live.is_empty() => {
+                    let i = which % live.len();
+                    let (p, old, old_seed) = live[i];
+                    match mm.kvrealloc(Some(p), size, GFP_KERNEL) {
+                        Ok(q) if size == 0 => {
+                            prop_assert_eq!(q, ZERO_SIZE_PTR);
+                            live.swap_remove(i);
+                        }
+                        Ok(q) => {
+                            prop_assert!(probes_hold(q, old, size.min(old), old_seed));
+                            write_probes(q, size, seed);
+                            live[i] = (q, size, seed);
+                        }
+                        Err(_) => prop_assert!(probes_hold(p, old, old, old_seed)),
+                    }
+                }
+                Op::Realloc { .. } => {}
+                Op::Free { which } if !live.is_empty() => {
+                    let (p, size, seed) = live.swap_remove(which % live.len());
+                    prop_assert!(probes_hold(p, size, size, seed));
+                    mm.kvfree(Some(p)).unwrap();
+                }
+                Op::Free { .. } => {}
+            }
+            for (a, &(p, s, _)) in live.iter().enumerate() {
+                for &(q, t, _) in &live[a + 1..] {
+                    let (p, q) = (p.as_ptr().addr(), q.as_ptr().addr());
+                    prop_assert!(p + s <= q || q + t <= p, "blocks overlap");
+                }
+            }
+        }
+        for (p, size, seed) in live {
+            prop_assert!(probes_hold(p, size, size, seed));
+            mm.kvfree(Some(p)).unwrap();
+        }
+        prop_assert!(areas_of(&mm, KVMALLOC_CALLER).is_empty());
+        prop_assert!(areas_of(&mm, KVREALLOC_CALLER).is_empty());
+        mm.slab().unwrap().shrink_all();
+        mm.drain_all_pages();
+        prop_assert_eq!(mm.summary().allocated_pages, before);
+        mm.check_invariants().unwrap();
+    }
 }
