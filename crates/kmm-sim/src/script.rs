@@ -438,10 +438,7 @@ pub(crate) fn parse_line(line: &str) -> Result<Option<Command>, ParseError> {
             } else {
                 "vzalloc"
             };
-            let (name, size, mut args) =
-                named_with(command, &rest, "a size, as in 'vmalloc E 40000'", &["gfp"])?;
-            let size = parse_host_size(size)?;
-            let gfp = args.text("gfp");
+            let (name, size, gfp) = sized(command, &rest, "a size, as in 'vmalloc E 40000'")?;
             Command::Vmalloc {
                 name,
                 size,
@@ -487,10 +484,7 @@ pub(crate) fn parse_line(line: &str) -> Result<Option<Command>, ParseError> {
         word @ ("kmalloc" | "kzalloc") => {
             let zero = word == "kzalloc";
             let command = if zero { "kzalloc" } else { "kmalloc" };
-            let (name, size, mut args) =
-                named_with(command, &rest, "a size, as in 'kmalloc K 100'", &["gfp"])?;
-            let size = parse_host_size(size)?;
-            let gfp = args.text("gfp");
+            let (name, size, gfp) = sized(command, &rest, "a size, as in 'kmalloc K 100'")?;
             Command::Kmalloc {
                 name,
                 size,
@@ -505,14 +499,7 @@ pub(crate) fn parse_line(line: &str) -> Result<Option<Command>, ParseError> {
         word @ ("kvmalloc" | "kvzalloc") => {
             let zero = word == "kvzalloc";
             let command = if zero { "kvzalloc" } else { "kvmalloc" };
-            let (name, size, mut args) = named_with(
-                command,
-                &rest,
-                "a size, as in 'kvmalloc K 100000'",
-                &["gfp"],
-            )?;
-            let size = parse_host_size(size)?;
-            let gfp = args.text("gfp");
+            let (name, size, gfp) = sized(command, &rest, "a size, as in 'kvmalloc K 100000'")?;
             Command::Kvmalloc {
                 name,
                 size,
@@ -732,6 +719,17 @@ fn named<'a>(
 }
 
 /// Splits `NAME POSITIONAL key=value...` and checks the name and the keys.
+/// `COMMAND NAME SIZE [gfp=...]`, the form of the sized allocations: the
+/// name, the size in bytes and the gfp text (`None` for the default).
+fn sized(
+    command: &'static str,
+    tokens: &[&str],
+    what: &'static str,
+) -> Result<(String, usize, Option<String>), ParseError> {
+    let (name, size, mut args) = named_with(command, tokens, what, &["gfp"])?;
+    Ok((name, parse_host_size(size)?, args.text("gfp")))
+}
+
 fn named_with<'a>(
     command: &'static str,
     tokens: &[&'a str],

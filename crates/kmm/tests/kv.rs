@@ -58,6 +58,15 @@ fn areas_of(mm: &Mm, caller: &str) -> Vec<String> {
         .collect()
 }
 
+/// Empties the caches and the per-CPU lists, and checks that as many pages
+/// are allocated as `before`, with the allocators' invariants.
+fn all_pages_back(mm: &Mm, before: usize) {
+    mm.slab().unwrap().shrink_all();
+    mm.drain_all_pages();
+    assert_eq!(mm.summary().allocated_pages, before);
+    mm.check_invariants().unwrap();
+}
+
 fn fill(p: NonNull<u8>, len: usize, seed: u8) {
     for i in 0..len {
         // SAFETY: the block has at least `len` bytes of host memory.
@@ -122,10 +131,7 @@ fn kvmalloc_takes_kmalloc_while_kmalloc_can() {
     mm.kvfree(Some(ZERO_SIZE_PTR)).unwrap();
     mm.kvfree(None).unwrap();
     assert!(areas_of(&mm, KVMALLOC_CALLER).is_empty());
-    mm.slab().unwrap().shrink_all();
-    mm.drain_all_pages();
-    assert_eq!(mm.summary().allocated_pages, before);
-    mm.check_invariants().unwrap();
+    all_pages_back(&mm, before);
 }
 
 #[test]
@@ -157,9 +163,7 @@ fn kvmalloc_falls_back_to_vmalloc_above_kmalloc_max_size() {
     assert!(is_vmalloc(&mm, c) && zeroed(c, 0, 6 << 20));
     mm.kvfree(Some(c)).unwrap();
 
-    mm.drain_all_pages();
-    assert_eq!(mm.summary().allocated_pages, before);
-    mm.check_invariants().unwrap();
+    all_pages_back(&mm, before);
 }
 
 #[test]
@@ -305,10 +309,7 @@ fn kvrealloc_keeps_the_bytes_across_kmalloc_and_vmalloc() {
     // Zero bytes frees it.
     assert_eq!(mm.kvrealloc(Some(y), 0, GFP_KERNEL).unwrap(), ZERO_SIZE_PTR);
     assert!(areas_of(&mm, KVREALLOC_CALLER).is_empty());
-    mm.slab().unwrap().shrink_all();
-    mm.drain_all_pages();
-    assert_eq!(mm.summary().allocated_pages, before);
-    mm.check_invariants().unwrap();
+    all_pages_back(&mm, before);
 }
 
 #[test]
@@ -529,9 +530,6 @@ proptest! {
         }
         prop_assert!(areas_of(&mm, KVMALLOC_CALLER).is_empty());
         prop_assert!(areas_of(&mm, KVREALLOC_CALLER).is_empty());
-        mm.slab().unwrap().shrink_all();
-        mm.drain_all_pages();
-        prop_assert_eq!(mm.summary().allocated_pages, before);
-        mm.check_invariants().unwrap();
+        all_pages_back(&mm, before);
     }
 }
