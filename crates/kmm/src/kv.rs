@@ -132,8 +132,8 @@ impl<B: BuddyBackend, C: ?Sized + CpuContext> MemoryManager<B, C> {
     /// (`vrealloc`, `mm/vmalloc.c`) stays where it is while its pages hold
     /// `new_size` bytes (with `__GFP_ZERO`, the bytes past `new_size` are
     /// zeroed, so that a later growth in place reads zeros), else moves to a
-    /// new vmalloc area (all its pages copied). A new size of 0 frees the block and returns the
-    /// zero-size pointer.
+    /// new vmalloc area (all its pages copied). A new size of 0 frees the
+    /// block and returns the zero-size pointer.
     ///
     /// # Errors
     ///
@@ -168,8 +168,7 @@ impl<B: BuddyBackend, C: ?Sized + CpuContext> MemoryManager<B, C> {
         // (`ksize` just said so), `new` a fresh block of `new_size >
         // old_size` bytes of host memory, distinct from it.
         unsafe { core::ptr::copy_nonoverlapping(old.as_ptr(), new.as_ptr(), old_size) };
-        self.kfree(Some(old))?;
-        Ok(new)
+        self.release_moved(new, self.kfree(Some(old)))
     }
 
     /// [`MemoryManager::kvmalloc`] with the caller its vmalloc area records.
@@ -254,7 +253,24 @@ impl<B: BuddyBackend, C: ?Sized + CpuContext> MemoryManager<B, C> {
         // SAFETY: `old` maps `mapped` bytes, all of them the caller's block;
         // `new` is a fresh block of `new_size > mapped` bytes, distinct.
         unsafe { core::ptr::copy_nonoverlapping(old.as_ptr(), new.as_ptr(), mapped) };
-        self.vfree(addr)?;
-        Ok(new)
+        self.release_moved(new, self.vfree(addr))
+    }
+
+    /// The end of a move: `new` once the old block is freed; if freeing it
+    /// failed (which the checks before the move rule out), `new` goes back
+    /// and the old block stays, as on any other failure.
+    fn release_moved(
+        &self,
+        new: NonNull<u8>,
+        freed: Result<(), KmmError>,
+    ) -> Result<NonNull<u8>, KmmError> {
+        match freed {
+            Ok(()) => Ok(new),
+            Err(error) => {
+                // A block kvmalloc just handed out frees.
+                let _ = self.kvfree(Some(new));
+                Err(error)
+            }
+        }
     }
 }
