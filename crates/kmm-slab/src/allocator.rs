@@ -347,6 +347,12 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         Some(id)
     }
 
+    /// How many slab ids were ever handed out: every slab's id is below it
+    /// (ids come in order from 0, and freed ones are reused first).
+    pub(crate) fn slab_ids_issued(&self) -> usize {
+        self.ids.lock().next_unused as usize
+    }
+
     pub(crate) fn release_slab_id(&self, id: u32) {
         let mut ids = self.ids.lock();
         if let Some(m) = self.meta(id) {

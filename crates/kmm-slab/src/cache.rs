@@ -2396,7 +2396,10 @@ impl<P: PageAllocator + ?Sized, C: CpuContext + ?Sized> SlabAllocator<P, C> {
         let mut pages = 0usize;
         let mut partial = 0usize;
         let mut local_own = 0usize;
-        for (id, meta) in self.slabs.iter() {
+        // Only the ids handed out so far, not the whole first chunk of the
+        // table: every slab of the cache was given its id before the locks
+        // above were taken, or after, when it is not counted either.
+        for (id, meta) in self.slabs.iter().take(self.slab_ids_issued()) {
             if meta.cache.load(Relaxed) != cache.id + 1 {
                 continue;
             }

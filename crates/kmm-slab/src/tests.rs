@@ -503,6 +503,9 @@ fn a_local_cache_beside_other_threads_on_heap_memory() {
                 }
             }
         });
+        // Stops the shrinker however this thread leaves, so that a failed
+        // check fails the test instead of leaving the scope waiting for it.
+        let _stop = StopOnDrop(done);
         let mut local = slab.local_cache(c).unwrap();
         let mut live = Vec::new();
         for i in 0..rounds {
@@ -525,12 +528,20 @@ fn a_local_cache_beside_other_threads_on_heap_memory() {
         }
         slab.check_invariants().unwrap();
         drop(local);
-        done.store(true, core::sync::atomic::Ordering::Relaxed);
     });
     slab.check_invariants().unwrap();
     slab.kmem_cache_destroy(&c).unwrap();
     slab.shrink_all();
     assert_eq!(free_pages(&za), free0);
+}
+
+/// Raises its flag when dropped, on a panic too.
+struct StopOnDrop<'a>(&'a core::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, core::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// An object handed from a worker thread back to the test's thread.
