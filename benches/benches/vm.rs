@@ -1,8 +1,9 @@
 //! Kernel virtual memory benches: vmalloc+vfree of 1, 16 and 256 pages on
 //! the software and the host MMU, kmap+kunmap of a page that stays mapped,
-//! a kmap_atomic pair, a per-CPU counter against one shared
-//! `AtomicU64` with two threads, and kmalloc against vmalloc through the
-//! facade for the same sizes.
+//! a kmap_atomic pair, per-CPU counters (`PerCpu`, `alloc_percpu` and the
+//! batching `PercpuCounter`) against one shared `AtomicU64` with two
+//! threads, and kmalloc against vmalloc through the facade for the same
+//! sizes.
 
 use std::hint::black_box;
 use std::sync::Barrier;
@@ -15,7 +16,8 @@ use kmm::{
     Arch, Backing, EagerBuddy, GFP_HIGHUSER, GFP_KERNEL, MachineConfig, MemoryManager, MemorySpec,
     PAGE_SIZE,
 };
-use kmm_percpu::{FixedCpu, HeapChunks, PerCpu, PercpuAllocator};
+use kmm_host::HostCpus;
+use kmm_percpu::{FixedCpu, HeapChunks, PerCpu, PercpuAllocator, PercpuCounter};
 
 /// A machine of `bytes` on the buddy named here (benches name the backend).
 fn machine(arch: Arch, bytes: u64, backing: Backing) -> MemoryManager<EagerBuddy> {
@@ -124,6 +126,31 @@ fn percpu_counter(c: &mut Criterion) {
             })
         })
     });
+    // `lib/percpu_counter.c`'s counter: each thread's CPU of its own
+    // `FixedCpu` (a compare-exchange of the CPU's delta), then each thread
+    // bound alone to a host CPU (a plain store, as the kernel's `this_cpu_add`).
+    let batching = PercpuCounter::new(2, 0);
+    g.bench_function("percpu_counter", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, &|t, n| {
+                for _ in 0..n {
+                    batching.add(&cpus[t], black_box(1)).unwrap();
+                }
+            })
+        })
+    });
+    let host = HostCpus::new(3);
+    let exclusive = PercpuCounter::new(3, 0);
+    g.bench_function("percpu_counter_exclusive", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, &|t, n| {
+                let _bind = host.bind_exclusive(t + 1).unwrap();
+                for _ in 0..n {
+                    exclusive.add(&host, black_box(1)).unwrap();
+                }
+            })
+        })
+    });
     let shared = AtomicU64::new(0);
     g.bench_function("atomic_u64", |b| {
         b.iter_custom(|iters| {
@@ -136,6 +163,7 @@ fn percpu_counter(c: &mut Criterion) {
     });
     g.finish();
     black_box((counter.sum(), shared.load(Ordering::Relaxed)));
+    black_box((batching.sum(), exclusive.sum()));
 }
 
 /// The kernel's choice between physically and virtually contiguous memory:

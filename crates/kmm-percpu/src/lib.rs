@@ -19,6 +19,7 @@ mod fixed;
     reason = "chunk memory: allocation, zeroing and atomic access to per-CPU copies"
 )]
 mod memory;
+mod percpu_counter;
 mod preempt;
 mod statics;
 mod var;
@@ -33,6 +34,7 @@ pub use dynamic::{
 pub use error::{PerCpuError, PercpuError};
 pub use fixed::FixedCpu;
 pub use memory::{ChunkMemory, ChunkSource, HeapChunks, NumberChunks, PercpuWord};
+pub use percpu_counter::{PercpuCounter, percpu_counter_batch};
 pub use preempt::PreemptGuard;
 pub use statics::StaticPercpu;
 pub use var::{CpuVarGuard, Iter, PerCpu, PerCpuGuard, put_cpu_var};

@@ -53,7 +53,7 @@ pub use kmm_page::{
 };
 pub use kmm_page::{Mmu, VirtAddr};
 pub use kmm_percpu::{CpuContext, FixedCpu};
-pub use kmm_percpu::{PercpuAllocator, PercpuError, PercpuPtr};
+pub use kmm_percpu::{PercpuAllocator, PercpuCounter, PercpuError, PercpuPtr};
 pub use kmm_slab::{
     self as slab, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KmemCache, LocalCache, SlabAllocator,
     SlabError, SlabFlags, SlabInfo, SlabMeminfo, ZERO_SIZE_PTR,
