@@ -40,7 +40,7 @@ use spin::RwLock;
 
 use crate::area::{AreaMap, FRAGMENT};
 use crate::memory::{WordOp, word_align};
-use crate::{Bitmap, ChunkMemory, ChunkSource, CpuContext, PercpuError, PercpuWord, PreemptGuard};
+use crate::{Bitmap, ChunkMemory, ChunkSource, CpuContext, PercpuError, PercpuWord};
 
 /// The page size the allocator lays chunks out in (4 KiB, as on x86).
 pub const PAGE_SIZE: usize = 4096;
@@ -553,7 +553,7 @@ impl<S: ChunkSource> PercpuAllocator<S> {
 
     /// A pointer to this CPU's copy of `p` (`this_cpu_ptr`): the copy of
     /// `ctx.current_cpu()`. As in the kernel, the caller keeps preemption
-    /// disabled (a [`PreemptGuard`]) while it uses the pointer, or the task
+    /// disabled (a [`PreemptGuard`](crate::PreemptGuard)) while it uses the pointer, or the task
     /// may move and use another CPU's copy.
     ///
     /// # Errors
@@ -670,16 +670,18 @@ impl<S: ChunkSource> PercpuAllocator<S> {
         })
     }
 
-    /// Applies `op` to this CPU's copy with preemption disabled, so the task
-    /// cannot move between choosing the copy and updating it.
+    /// Applies `op` to this CPU's copy. Preemption is not touched: the
+    /// operation is one atomic access, safe against preemption on its own as
+    /// the kernel's `this_cpu_*` instructions are, and a task that moves
+    /// between choosing the copy and the access updates the copy of the CPU
+    /// it ran on.
     fn this_cpu<T: PercpuWord>(
         &self,
         p: PercpuPtr,
         ctx: &dyn CpuContext,
         op: WordOp<T>,
     ) -> Result<T, PercpuError> {
-        let guard = PreemptGuard::new(ctx);
-        self.word(p, guard.cpu(), op)
+        self.word(p, ctx.current_cpu(), op)
     }
 
     /// Reads this CPU's copy (`this_cpu_read`, `include/linux/percpu-defs.h`).

@@ -59,6 +59,17 @@ impl<T> PerCpu<T> {
         }
     }
 
+    /// This CPU's copy, locked, for one `this_cpu_*` operation. Preemption
+    /// is not touched: in the kernel these operations are safe against
+    /// preemption on their own (one instruction, or interrupts off around
+    /// the generic fallback), and here the copy's lock makes the operation
+    /// whole. A task that moves between choosing the CPU and taking the lock
+    /// updates the copy of the CPU it ran on, as a kernel task preempted
+    /// just before the instruction would.
+    fn this_cpu_slot(&self, ctx: &dyn CpuContext) -> Result<MutexGuard<'_, T>, PerCpuError> {
+        Ok(self.slot(ctx.current_cpu())?.lock())
+    }
+
     /// Disables preemption and returns this CPU's copy (`get_cpu_var`,
     /// `include/linux/percpu-defs.h`); dropping the guard is `put_cpu_var`.
     ///
@@ -177,7 +188,7 @@ impl<T> PerCpu<T> {
     where
         T: Clone,
     {
-        Ok(self.get_cpu_var(ctx)?.clone())
+        Ok(self.this_cpu_slot(ctx)?.clone())
     }
 
     /// Replaces this CPU's value (`this_cpu_write`).
@@ -188,7 +199,7 @@ impl<T> PerCpu<T> {
     /// runs on a CPU without a copy, with every copy and the preemption
     /// counter unchanged.
     pub fn this_cpu_write(&self, ctx: &dyn CpuContext, value: T) -> Result<(), PerCpuError> {
-        *self.get_cpu_var(ctx)? = value;
+        *self.this_cpu_slot(ctx)? = value;
         Ok(())
     }
 
@@ -200,7 +211,7 @@ impl<T> PerCpu<T> {
     /// runs on a CPU without a copy, with every copy and the preemption
     /// counter unchanged.
     pub fn this_cpu_xchg(&self, ctx: &dyn CpuContext, value: T) -> Result<T, PerCpuError> {
-        Ok(core::mem::replace(&mut *self.get_cpu_var(ctx)?, value))
+        Ok(core::mem::replace(&mut *self.this_cpu_slot(ctx)?, value))
     }
 }
 
@@ -225,7 +236,7 @@ impl<T: Counter> PerCpu<T> {
     /// runs on a CPU without a copy, with every copy and the preemption
     /// counter unchanged.
     pub fn this_cpu_add_return(&self, ctx: &dyn CpuContext, delta: T) -> Result<T, PerCpuError> {
-        let mut guard = self.get_cpu_var(ctx)?;
+        let mut guard = self.this_cpu_slot(ctx)?;
         *guard = guard.wrapping_add(delta);
         Ok(*guard)
     }
@@ -238,7 +249,7 @@ impl<T: Counter> PerCpu<T> {
     /// runs on a CPU without a copy, with every copy and the preemption
     /// counter unchanged.
     pub fn this_cpu_sub(&self, ctx: &dyn CpuContext, delta: T) -> Result<(), PerCpuError> {
-        let mut guard = self.get_cpu_var(ctx)?;
+        let mut guard = self.this_cpu_slot(ctx)?;
         *guard = guard.wrapping_sub(delta);
         Ok(())
     }
