@@ -115,7 +115,7 @@ proptest! {
 
 #[test]
 fn threads_on_their_own_and_on_a_shared_cpu_lose_no_add() {
-    const ROUNDS: i64 = if cfg!(miri) { 40 } else { 200_000 };
+    const ROUNDS: i64 = if cfg!(miri) { 40 } else { 1_000_000 };
     let c = PercpuCounter::new(2, 0);
     // Two threads share CPU 0 (their adds compare-exchange one delta), a
     // third runs as CPU 1, and a fourth keeps summing and comparing.
