@@ -336,3 +336,49 @@ proptest! {
         prop_assert_eq!(v.sum(), total);
     }
 }
+
+/// A context on CPU 1 of 2 that counts its `preempt_disable` calls.
+struct CountingCpu(core::sync::atomic::AtomicUsize);
+
+// SAFETY: never claims exclusivity (the default `current_cpu_exclusive`).
+#[expect(unsafe_code, reason = "a test context")]
+unsafe impl CpuContext for CountingCpu {
+    fn nr_cpus(&self) -> usize {
+        2
+    }
+    fn current_cpu(&self) -> usize {
+        1
+    }
+    fn preempt_disable(&self) {
+        self.0.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    }
+    fn preempt_enable(&self) {}
+}
+
+#[test]
+fn this_cpu_operations_leave_preemption_alone() {
+    // As in the kernel, where `this_cpu_*` are safe against preemption on
+    // their own; `get_cpu_var` is what disables it.
+    let ctx = CountingCpu(core::sync::atomic::AtomicUsize::new(0));
+    let v: PerCpu<u32> = PerCpu::new(2, |_| 0);
+    v.this_cpu_add(&ctx, 5).unwrap();
+    v.this_cpu_sub(&ctx, 1).unwrap();
+    v.this_cpu_inc(&ctx).unwrap();
+    assert_eq!(v.this_cpu_add_return(&ctx, 2), Ok(7));
+    v.this_cpu_write(&ctx, 9).unwrap();
+    assert_eq!(v.this_cpu_xchg(&ctx, 3), Ok(9));
+    assert_eq!(v.this_cpu_read(&ctx), Ok(3));
+    assert_eq!(values(&v), [0, 3]);
+    assert_eq!(ctx.0.load(core::sync::atomic::Ordering::Relaxed), 0);
+    // The dynamic allocator's too.
+    let pcpu = crate::PercpuAllocator::new(crate::HeapChunks, 2, 0).unwrap();
+    let p = pcpu.alloc_percpu::<u64>().unwrap();
+    pcpu.this_cpu_add(p, &ctx, 4u64).unwrap();
+    assert_eq!(pcpu.this_cpu_add_return(p, &ctx, 1u64), Ok(5));
+    assert_eq!(pcpu.this_cpu_read::<u64>(p, &ctx), Ok(5));
+    assert_eq!(pcpu.per_cpu_read::<u64>(p, 0), Ok(0));
+    pcpu.free_percpu(p).unwrap();
+    assert_eq!(ctx.0.load(core::sync::atomic::Ordering::Relaxed), 0);
+    drop(v.get_cpu_var(&ctx).unwrap());
+    assert_eq!(ctx.0.load(core::sync::atomic::Ordering::Relaxed), 1);
+}
