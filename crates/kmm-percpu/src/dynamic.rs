@@ -36,9 +36,8 @@ use core::fmt;
 use core::mem::{align_of, size_of};
 use core::ptr::NonNull;
 
-use spin::RwLock;
-
 use crate::area::{AreaMap, FRAGMENT};
+use crate::brlock::BrLock;
 use crate::memory::{WordOp, word_align};
 use crate::{Bitmap, ChunkMemory, ChunkSource, CpuContext, PercpuError, PercpuWord};
 
@@ -182,7 +181,9 @@ struct State {
 ///
 /// One reader-writer lock guards the chunks (the kernel's `pcpu_lock` and
 /// `pcpu_alloc_mutex`): allocation and free take it for writing, lookups and
-/// typed accesses for reading, so CPUs updating their own copies run side by side.
+/// typed accesses for reading. Its readers count themselves on a cache line
+/// per CPU (a "big reader" lock), so CPUs updating their own copies run side
+/// by side without sharing a line.
 pub struct PercpuAllocator<S: ChunkSource> {
     source: S,
     nr_units: usize,
@@ -190,7 +191,7 @@ pub struct PercpuAllocator<S: ChunkSource> {
     static_size: usize,
     reserved_size: usize,
     dyn_size: usize,
-    state: RwLock<State>,
+    state: BrLock<State>,
 }
 
 /// The slot of a free run of `bytes` bytes (`__pcpu_size_to_slot`).
@@ -242,15 +243,18 @@ impl<S: ChunkSource> PercpuAllocator<S> {
             static_size,
             reserved_size: PERCPU_MODULE_RESERVE,
             dyn_size,
-            state: RwLock::new(State {
-                chunks: BTreeMap::new(),
-                slots: Vec::new(),
-                first: 0,
-                statics: BTreeMap::new(),
-                static_offs: BTreeMap::new(),
-                static_next: 0,
-                nr_populated: 0,
-            }),
+            state: BrLock::new(
+                State {
+                    chunks: BTreeMap::new(),
+                    slots: Vec::new(),
+                    first: 0,
+                    statics: BTreeMap::new(),
+                    static_offs: BTreeMap::new(),
+                    static_next: 0,
+                    nr_populated: 0,
+                },
+                nr_units,
+            ),
         };
         let mem = alloc.source.alloc_chunk(chunk_bytes)?;
         let state = alloc.state.get_mut();
@@ -521,7 +525,7 @@ impl<S: ChunkSource> PercpuAllocator<S> {
     /// [`PercpuError::NotLive`] if `p` is not inside a live allocation or
     /// registered static variable.
     pub fn per_cpu_addr(&self, p: PercpuPtr, cpu: usize) -> Result<usize, PercpuError> {
-        let st = self.state.read();
+        let st = self.state.read(cpu);
         let (base, off) = self.resolve(&st, p, cpu, 1)?;
         Ok(base + cpu * self.unit_size + off)
     }
@@ -539,7 +543,7 @@ impl<S: ChunkSource> PercpuAllocator<S> {
     /// As [`PercpuAllocator::per_cpu_addr`], and [`PercpuError::NotBacked`]
     /// for a chunk with no memory behind it.
     pub fn per_cpu_ptr(&self, p: PercpuPtr, cpu: usize) -> Result<NonNull<u8>, PercpuError> {
-        let st = self.state.read();
+        let st = self.state.read(cpu);
         let (base, off) = self.resolve(&st, p, cpu, 1)?;
         let chunk = st
             .chunks
@@ -615,7 +619,7 @@ impl<S: ChunkSource> PercpuAllocator<S> {
         cpu: usize,
         op: WordOp<T>,
     ) -> Result<T, PercpuError> {
-        let st = self.state.read();
+        let st = self.state.read(cpu);
         let (base, off) = self.resolve(&st, p, cpu, size_of::<T>())?;
         let chunk = st
             .chunks
@@ -845,7 +849,7 @@ impl<S: ChunkSource> PercpuAllocator<S> {
         &self,
         var: &'static crate::StaticPercpu<T>,
     ) -> Result<PercpuPtr, PercpuError> {
-        let st = self.state.read();
+        let st = self.state.read(0);
         st.statics
             .get(&var.key())
             .map(|&off| PercpuPtr(st.first + off))
@@ -856,7 +860,7 @@ impl<S: ChunkSource> PercpuAllocator<S> {
     /// in pages (`pcpu_nr_pages`, `mm/percpu.c`).
     #[doc(alias = "pcpu_nr_pages")]
     pub fn nr_pages(&self) -> usize {
-        self.state.read().nr_populated * self.nr_units
+        self.state.read(0).nr_populated * self.nr_units
     }
 
     /// The `/proc/meminfo` line for per-CPU memory, as `fs/proc/meminfo.c`
@@ -871,12 +875,12 @@ impl<S: ChunkSource> PercpuAllocator<S> {
 
     /// The number of chunks, the first included.
     pub fn nr_chunks(&self) -> usize {
-        self.state.read().chunks.len()
+        self.state.read(0).chunks.len()
     }
 
     /// Every chunk, in address order.
     pub fn chunks_info(&self) -> Vec<ChunkInfo> {
-        let st = self.state.read();
+        let st = self.state.read(0);
         st.chunks
             .iter()
             .map(|(&base, c)| ChunkInfo {
@@ -901,7 +905,7 @@ impl<S: ChunkSource> PercpuAllocator<S> {
     /// Checks every invariant of the chunks and slots; the error says which
     /// one broke. Meant for tests (like talc's `scan_for_errors`).
     pub fn check_invariants(&self) -> Result<(), String> {
-        let st = self.state.read();
+        let st = self.state.read(0);
         let free_slot = st.slots.len() - 1;
         let mut populated = 0;
         let mut end_of_last = 0;

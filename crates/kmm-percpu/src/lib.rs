@@ -9,6 +9,11 @@ extern crate alloc;
 
 mod area;
 mod bitmap;
+#[expect(
+    unsafe_code,
+    reason = "a lock: readers' shared and the writer's exclusive access to its data"
+)]
+mod brlock;
 mod counter;
 mod cpu;
 mod dynamic;
