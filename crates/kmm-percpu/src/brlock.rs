@@ -56,7 +56,12 @@ impl<T> BrLock<T> {
     /// counts, so any number is safe).
     #[inline]
     pub(crate) fn read(&self, cpu: usize) -> BrReadGuard<'_, T> {
-        let count = &self.readers[cpu % self.readers.len()];
+        // The modulo only for a number beyond the counts: it is a division,
+        // and this is on every per-CPU access.
+        let count = match self.readers.get(cpu) {
+            Some(count) => count,
+            None => &self.readers[cpu % self.readers.len()],
+        };
         loop {
             count.fetch_add(1, SeqCst);
             if !self.writer.load(SeqCst) {

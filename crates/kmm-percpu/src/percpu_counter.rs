@@ -14,6 +14,7 @@ use core::sync::atomic::{AtomicI32, AtomicI64, Ordering::Relaxed};
 use crossbeam_utils::CachePadded;
 use spin::Mutex;
 
+use crate::var::cpu_slot;
 use crate::{CpuContext, PerCpuError};
 
 /// The default batch for a machine of `nr_cpus` CPUs: `max(32, 2 * nr_cpus)`
@@ -79,13 +80,7 @@ impl PercpuCounter {
     }
 
     fn slot(&self, cpu: usize) -> Result<&AtomicI32, PerCpuError> {
-        match self.counters.get(cpu) {
-            Some(slot) => Ok(slot),
-            None => Err(PerCpuError::CpuOutOfRange {
-                cpu,
-                nr_cpus: self.counters.len(),
-            }),
-        }
+        Ok(cpu_slot(&self.counters, cpu)?)
     }
 
     /// Adds `amount` with the default batch (`percpu_counter_add`).

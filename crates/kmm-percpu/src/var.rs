@@ -50,13 +50,7 @@ impl<T> PerCpu<T> {
     }
 
     fn slot(&self, cpu: usize) -> Result<&Mutex<T>, PerCpuError> {
-        match self.slots.get(cpu) {
-            Some(slot) => Ok(slot),
-            None => Err(PerCpuError::CpuOutOfRange {
-                cpu,
-                nr_cpus: self.slots.len(),
-            }),
-        }
+        Ok(cpu_slot(&self.slots, cpu)?)
     }
 
     /// This CPU's copy, locked, for one `this_cpu_*` operation. Preemption
@@ -284,6 +278,15 @@ impl<T: Counter> PerCpu<T> {
         self.for_each_possible_cpu(|_, value| total = total.wrapping_add(*value));
         total
     }
+}
+
+/// CPU `cpu`'s entry of a per-CPU array with one entry per possible CPU, or
+/// [`PerCpuError::CpuOutOfRange`] beyond it.
+pub(crate) fn cpu_slot<T>(slots: &[T], cpu: usize) -> Result<&T, PerCpuError> {
+    slots.get(cpu).ok_or(PerCpuError::CpuOutOfRange {
+        cpu,
+        nr_cpus: slots.len(),
+    })
 }
 
 impl<T: fmt::Debug> fmt::Debug for PerCpu<T> {
